@@ -1,0 +1,5 @@
+"""python -m pyrogen."""
+
+from pyrogen.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""The model/guide contract: :class:`GenerativeModel` and the checks run before training.
+
+A model is p_theta(x, z) = r(z) p_theta(x | z), written with Pyro primitives, with every data point in
+``pyro.plate("data", N)``; the guide is the amortized encoder q_phi(z | x) whose sample sites are all
+reparametrized. :func:`check_model` runs both once on a small batch and turns every way this can go
+wrong into a :class:`~pyrogen.errors.ContractError` that names the site.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.nn import PyroModule
+
+from pyrogen.errors import ContractError
+
+__all__ = [
+    "DATA_PLATE",
+    "GenerativeModel",
+    "SiteInfo",
+    "check_model",
+    "latent_sites",
+    "observed_sites",
+    "wants_labels",
+]
+
+DATA_PLATE = "data"
+
+
+class GenerativeModel(PyroModule):
+    """Base class of a model/guide pair.
+
+    Subclasses define ``model(self, x)`` and ``guide(self, x)`` (or ``model(self, x, y)`` and
+    ``guide(self, x, y)`` for a conditional model); both put the data points in
+    ``pyro.plate("data", x.shape[0])``. The constructor takes the data dimension first.
+
+    Example:
+        >>> import pyro, pyro.distributions as dist, torch
+        >>> class Tiny(GenerativeModel):
+        ...     def __init__(self, data_dim):
+        ...         super().__init__()
+        ...         self.dec = torch.nn.Linear(2, data_dim)
+        ...         self.enc = torch.nn.Linear(data_dim, 4)
+        ...     def model(self, x):
+        ...         with pyro.plate("data", x.shape[0]):
+        ...             z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+        ...             pyro.sample("x", dist.Bernoulli(logits=self.dec(z)).to_event(1), obs=x)
+        ...     def guide(self, x):
+        ...         loc, log_scale = self.enc(x).chunk(2, -1)
+        ...         with pyro.plate("data", x.shape[0]):
+        ...             pyro.sample("z", dist.Normal(loc, log_scale.exp()).to_event(1))
+        >>> check_model(Tiny(3), torch.ones(5, 3)).latent
+        ('z',)
+    """
+
+    def model(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define model(self, x)")
+
+    def guide(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define guide(self, x)")
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, y: torch.Tensor | None = None, mean: bool = True) -> torch.Tensor:
+        """Draws x from the model: z ~ r(z), then the mean (or a draw) of p_theta(x | z).
+
+        The default runs ``model`` with its observation uncondtioned on a placeholder batch of
+        ``num_samples`` rows; a model may override it.
+
+        Returns:
+            Tensor [num_samples, data_dim].
+        """
+        dim = int(getattr(self, "data_dim", 0))
+        if dim <= 0:
+            raise ContractError(f"{type(self).__name__}.sample needs a data_dim attribute")
+        p = next(self.parameters(), None)
+        placeholder = torch.zeros(num_samples, dim, device=p.device if p is not None else None)
+        args = (placeholder,) if y is None else (placeholder, y)
+        tr = poutine.trace(poutine.uncondition(self.model)).get_trace(*args)
+        name = observed_sites(poutine.trace(self.model).get_trace(*args))[0]
+        fn = tr.nodes[name]["fn"]
+        if mean:
+            try:
+                return fn.mean
+            except NotImplementedError:
+                pass
+        return tr.nodes[name]["value"]
+
+
+class SiteInfo(NamedTuple):
+    """What :func:`check_model` learnt about a pair: site names and the plate layout."""
+
+    latent: tuple[str, ...]
+    observed: tuple[str, ...]
+    max_plate_nesting: int
+    data_dim: int  # the (negative) tensor dimension of the "data" plate
+
+
+def wants_labels(fn: Callable) -> bool:
+    """True when a model or guide takes the labels ``y`` as an argument (a conditional model)."""
+    try:
+        return "y" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def latent_sites(trace: poutine.Trace) -> list[str]:
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and type(site["fn"]).__name__ != "_Subsample"
+    ]
+
+
+def observed_sites(trace: poutine.Trace) -> list[str]:
+    return [
+        name for name, site in trace.nodes.items() if site["type"] == "sample" and site["is_observed"]
+    ]
+
+
+def _data_frame(site: dict) -> Any | None:
+    for frame in site["cond_indep_stack"]:
+        if frame.name == DATA_PLATE:
+            return frame
+    return None
+
+
+def _describe(fn: Any) -> str:
+    base = fn
+    while hasattr(base, "base_dist"):
+        base = base.base_dist
+    return type(base).__name__
+
+
+def _first_bad_rows(x: torch.Tensor, ok: torch.Tensor) -> str:
+    bad = (~ok.reshape(ok.shape[0], -1)).any(-1).nonzero().flatten().tolist() if ok.dim() else []
+    shown = ", ".join(str(i) for i in bad[:5])
+    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+    return f"rows {shown}{more}" if bad else "some rows"
+
+
+def check_model(
+    model: Callable,
+    x: torch.Tensor,
+    *args: Any,
+    guide: Callable | None = None,
+    per_datapoint: bool = False,
+    **kwargs: Any,
+) -> SiteInfo:
+    """Runs model and guide once on ``x`` and checks the pair keeps the contract.
+
+    Arguments:
+        model: a :class:`GenerativeModel` (its ``model``/``guide`` are used) or a model callable.
+        x: a small batch of data [B, D].
+        *args: further arguments of model and guide (e.g. labels ``y``).
+        guide: the guide callable when ``model`` is a plain callable.
+        per_datapoint: also require every latent site to sit inside the data plate, as
+            per-datapoint importance weights need.
+
+    Returns:
+        :class:`SiteInfo` with the latent and observed site names and the plate layout.
+
+    Raises:
+        ContractError: naming the site when the guide lacks a latent site of the model or has one
+            the model lacks, a guide site is not reparametrizable, shapes or event dimensions
+            disagree, the observation is outside the data plate, or the data fall outside the
+            observation's support.
+    """
+    if isinstance(model, GenerativeModel):
+        model, guide = model.model, model.guide
+    if guide is None:
+        raise ContractError("check_model needs a guide: pass a GenerativeModel or guide=...")
+    try:
+        with torch.no_grad(), pyro.validation_enabled(False):
+            guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
+            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
+                x, *args, **kwargs
+            )
+    except ContractError:
+        raise
+    except (ValueError, RuntimeError, TypeError, IndexError) as e:
+        raise ContractError(f"running the model/guide pair on a batch of shape "
+                            f"{tuple(x.shape)} failed: {e}") from e
+
+    model_latent = latent_sites(model_tr)
+    guide_latent = latent_sites(guide_tr)
+    observed = observed_sites(model_tr)
+    for name in model_latent:
+        if name not in guide_latent:
+            raise ContractError(
+                f"latent site '{name}' of the model has no site in the guide; "
+                f"the guide must sample '{name}' (guide sites: {', '.join(guide_latent) or 'none'})"
+            )
+    for name in guide_latent:
+        if name not in model_tr.nodes:
+            raise ContractError(
+                f"guide site '{name}' is not a site of the model "
+                f"(model latent sites: {', '.join(model_latent) or 'none'})"
+            )
+        if model_tr.nodes[name]["is_observed"]:
+            raise ContractError(f"guide site '{name}' is observed in the model; it cannot be latent")
+    if not observed:
+        raise ContractError("the model has no observed site: pass the data with obs=x")
+
+    for name in guide_latent:
+        g, m = guide_tr.nodes[name], model_tr.nodes[name]
+        if not g["fn"].has_rsample:
+            raise ContractError(
+                f"guide site '{name}' draws from {_describe(g['fn'])}, which is not "
+                f"reparametrizable (no rsample); pyrogen needs z = g_phi(eps, x) at every guide site"
+            )
+        g_shape = tuple(g["value"].shape)
+        m_shape = tuple(m["fn"].batch_shape + m["fn"].event_shape)
+        if g_shape != m_shape:
+            raise ContractError(
+                f"site '{name}' has shape {list(g_shape)} in the guide but {list(m_shape)} in the "
+                f"model (batch {list(m['fn'].batch_shape)}, event {list(m['fn'].event_shape)})"
+            )
+        if len(g["fn"].event_shape) != len(m["fn"].event_shape):
+            raise ContractError(
+                f"site '{name}' has {len(g['fn'].event_shape)} event dims in the guide but "
+                f"{len(m['fn'].event_shape)} in the model; use .to_event(...) the same way in both"
+            )
+
+    data_dims = set()
+    for tr, who in ((model_tr, "model"), (guide_tr, "guide")):
+        for name in observed_sites(tr) + latent_sites(tr):
+            frame = _data_frame(tr.nodes[name])
+            if frame is not None:
+                data_dims.add(frame.dim)
+            elif tr.nodes[name]["is_observed"]:
+                raise ContractError(
+                    f"observed site '{name}' is not inside pyro.plate('{DATA_PLATE}', ...); "
+                    f"put the data points in a plate named '{DATA_PLATE}'"
+                )
+            elif per_datapoint:
+                raise ContractError(
+                    f"latent site '{name}' of the {who} is outside pyro.plate('{DATA_PLATE}', ...): "
+                    "per-datapoint weights are undefined for a latent shared by all data points"
+                )
+    if len(data_dims) > 1:
+        raise ContractError(f"plate '{DATA_PLATE}' is used at several dims {sorted(data_dims)}")
+
+    for name in observed:
+        site = model_tr.nodes[name]
+        fn, value = site["fn"], site["value"]
+        ok = fn.support.check(value)
+        if not bool(ok.all()):
+            vals = value[~ok] if ok.shape == value.shape else value.flatten()[:1]
+            hint = ""
+            if _describe(fn) in ("Bernoulli", "ContinuousBernoulli") or "Boolean" in str(
+                fn.support
+            ):
+                hint = "; grey levels need binarizing (--binarize dynamic or static)"
+            raise ContractError(
+                f"observed site '{name}' ({_describe(fn)}, support {fn.support}) gets values "
+                f"outside its support, e.g. {float(vals.flatten()[0]):.4g} in "
+                f"{_first_bad_rows(value, ok)}{hint}"
+            )
+
+    max_nesting = 0
+    for tr in (model_tr, guide_tr):
+        for site in tr.nodes.values():
+            if site["type"] == "sample":
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized and frame.dim is not None:
+                        max_nesting = max(max_nesting, -frame.dim)
+    for name in model_latent + observed:
+        site = model_tr.nodes[name]
+        lp_shape = site["fn"].batch_shape
+        plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
+        for i in range(1, len(lp_shape) + 1):
+            if lp_shape[-i] != 1 and -i not in plate_dims:
+                raise ContractError(
+                    f"site '{name}' has batch shape {list(lp_shape)}, but dim {-i} is not a plate; "
+                    f"declare the event dims with .to_event(...)"
+                )
+    data_dim = data_dims.pop() if data_dims else -1
+    return SiteInfo(tuple(model_latent), tuple(observed), max_nesting, data_dim)

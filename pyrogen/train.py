@@ -1,0 +1,544 @@
+"""SVI training: objectives, the optimizer loop, KL warm-up, checkpoints and resuming.
+
+The ELBO objective is Pyro's ``Trace_ELBO`` (``mean-field``: ``TraceMeanField_ELBO``, analytic
+KL where it exists); ``iwae`` maximises the importance-weighted bound of Burda et al. (2015) and
+``iwae-dreg`` uses the doubly reparametrized guide gradient of Tucker et al. (2019). One torch
+optimizer holds all parameters; checkpoints are tensors-only and written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+
+from pyrogen.bounds import _in_particle_plate, log_density, log_weights, trace_pair
+from pyrogen.errors import ConfigError, PyrogenError, RunDirError
+from pyrogen.model import GenerativeModel, check_model, wants_labels
+
+__all__ = [
+    "OBJECTIVES",
+    "Interrupted",
+    "TrainingError",
+    "fit",
+    "load_checkpoint",
+    "objective_loss",
+    "save_checkpoint",
+    "seed_everything",
+]
+
+OBJECTIVES = ("elbo", "mean-field", "iwae", "iwae-dreg")
+SCHEDULES = ("constant", "cosine", "step")
+HISTORY_COLUMNS = [
+    "epoch", "train_elbo", "train_objective", "val_elbo", "kl_weight", "lr", "skipped", "seconds",
+]
+
+
+class TrainingError(PyrogenError):
+    """Training cannot go on (a non-finite loss); the run keeps its last good checkpoint."""
+
+
+class Interrupted(Exception):  # noqa: N818 - it is a signal, not an error
+    """Training was stopped by SIGINT or SIGTERM after writing a checkpoint."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy, torch and Pyro."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
+
+
+class _AnnealLatents(Messenger):
+    """Scales the log-density of every latent (unobserved) site by beta: KL warm-up."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.beta = beta
+
+    def _process_message(self, msg: dict) -> None:
+        if msg["type"] == "sample" and not msg["is_observed"]:
+            msg["scale"] = msg["scale"] * self.beta
+
+
+@contextlib.contextmanager
+def _detached_parameters(module: torch.nn.Module) -> Iterator[None]:
+    """Within the block, every parameter of ``module`` reads as a detached copy (stop-gradient)."""
+    saved = []
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                saved.append((sub, name, p))
+                sub._parameters[name] = p.detach()
+    try:
+        yield
+    finally:
+        for sub, name, p in saved:
+            sub._parameters[name] = p
+
+
+def _dreg_loss(model: GenerativeModel, args: tuple, num_particles: int,
+               nesting: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Doubly reparametrized IWAE loss (Tucker et al., 2019), summed over the batch.
+
+    With normalized weights w~_k, the model parameters get sum_k w~_k d log p_theta(x, z_k), and
+    the guide parameters sum_k w~_k^2 d log w_k / dz_k dz_k/dphi: the score term is removed by
+    evaluating log q (and log p) with every parameter detached, leaving the path through z only.
+
+    Returns:
+        (loss, IWAE_k value), summed over the batch.
+    """
+    guide_tr, _ = trace_pair(model.model, model.guide, args, {}, num_particles, nesting)
+    log_q = log_density(guide_tr, nesting, "guide", observed=False)
+    frozen_z = poutine.Trace()
+    for name, site in guide_tr.nodes.items():
+        if site["type"] == "sample":
+            frozen_z.add_node(name, **{**site, "value": site["value"].detach()})
+    model_theta = poutine.trace(poutine.replay(
+        _in_particle_plate(model.model, num_particles, -(nesting + 1)), trace=frozen_z
+    )).get_trace(*args)
+    log_p_theta = log_density(model_theta, nesting, "model")
+    with _detached_parameters(model):
+        guide_phi, model_phi = trace_pair(
+            model.model, poutine.replay(model.guide, trace=guide_tr), args, {}, num_particles,
+            nesting,
+        )
+        lw_path = log_density(model_phi, nesting, "model") - log_density(
+            guide_phi, nesting, "guide", observed=False
+        )
+    lw = (log_p_theta - log_q).detach()
+    w = torch.softmax(lw, dim=0)
+    surrogate = (w * log_p_theta).sum() + (w**2 * lw_path).sum()
+    value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
+    return -surrogate, value
+
+
+def objective_loss(
+    model: GenerativeModel, args: tuple, objective: str, num_particles: int, nesting: int,
+    elbo: Any = None, beta: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to differentiate and the objective's value, both summed over the batch.
+
+    Returns:
+        (loss, value): ``loss.backward()`` gives the gradient of -objective; ``value`` is the
+        objective (ELBO, annealed ELBO or IWAE_k), detached.
+    """
+    if objective in ("elbo", "mean-field"):
+        fn_model, fn_guide = model.model, model.guide
+        if beta != 1.0:
+            fn_model = _AnnealLatents(beta)(fn_model)
+            fn_guide = _AnnealLatents(beta)(fn_guide)
+        loss = elbo.differentiable_loss(fn_model, fn_guide, *args)
+        return loss, -loss.detach()
+    if objective == "iwae":
+        lw = log_weights(model.model, model.guide, *args, num_particles=num_particles,
+                         chunk_size=num_particles, grad=True, max_plate_nesting=nesting)
+        value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
+        return -value, value.detach()
+    if objective == "iwae-dreg":
+        return _dreg_loss(model, args, num_particles, nesting)
+    raise ConfigError(f"unknown objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    with contextlib.suppress(OSError):
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Writes a tensors-only checkpoint atomically (temporary file, fsync, rename)."""
+    _atomic_save(state, Path(path))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Loads a checkpoint with ``weights_only=True``; refuses anything that is not tensors-only."""
+    path = Path(path)
+    if not path.is_file():
+        raise RunDirError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RunDirError(
+            f"cannot load checkpoint {path}: it is corrupt or not a tensors-only pyrogen "
+            f"checkpoint ({first[:200]})"
+        ) from None
+
+
+class _SignalGuard:
+    """Defers SIGINT and SIGTERM to the next step boundary, where training checkpoints and stops.
+
+    A second Ctrl-C interrupts at once (the last checkpoint on disk stays valid).
+    """
+
+    def __enter__(self) -> _SignalGuard:
+        self.signum = 0
+        self.previous: dict[int, Any] = {}
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _make_elbo(objective: str, num_particles: int, nesting: int) -> Any:
+    if objective == "elbo":
+        return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
+                          max_plate_nesting=nesting)
+    if objective == "mean-field":
+        return TraceMeanField_ELBO(num_particles=num_particles,
+                                   vectorize_particles=num_particles > 1,
+                                   max_plate_nesting=nesting)
+    return None
+
+
+def _lr_lambda(schedule: str, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
+    total = max(1, epochs * steps_per_epoch)
+    if schedule == "constant":
+        return lambda step: 1.0
+    if schedule == "cosine":
+        return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    # "step": divide by 10 at half and three quarters of training
+    return lambda step: 0.1 ** ((step >= total // 2) + (step >= 3 * total // 4))
+
+
+@torch.no_grad()
+def validation_elbo(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None,
+                    nesting: int, batch_size: int = 1000) -> float:
+    """Mean single-sample ELBO per data point on ``x`` (nats)."""
+    total = 0.0
+    for s in range(0, x.shape[0], batch_size):
+        args = (x[s : s + batch_size],) if y is None else (x[s : s + batch_size],
+                                                            y[s : s + batch_size])
+        total += float(log_weights(model.model, model.guide, *args, num_particles=1,
+                                   max_plate_nesting=nesting).sum())
+    return total / x.shape[0]
+
+
+def _check_positive(name: str, value: Any) -> None:
+    if value is not None and (not isinstance(value, int | float) or value <= 0):
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def fit(
+    model: GenerativeModel,
+    train_x: torch.Tensor,
+    val_x: torch.Tensor | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    objective: str = "elbo",
+    num_particles: int = 1,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    train_y: torch.Tensor | None = None,
+    val_y: torch.Tensor | None = None,
+    binarize: str | None = None,
+    lr_schedule: str = "constant",
+    kl_warmup: int = 0,
+    clip_norm: float | None = None,
+    patience: int | None = None,
+    on_nan: str = "stop",
+    progress: bool | None = None,
+    resume: bool = False,
+    config: dict | None = None,
+    device: str | torch.device | None = None,
+) -> pd.DataFrame:
+    """Trains a model/guide pair by stochastic variational inference.
+
+    Arguments:
+        model: the :class:`GenerativeModel` to train (in place).
+        train_x: training data [N, D]; ``val_x`` optional validation data.
+        epochs: number of passes over ``train_x`` (the total, also when resuming).
+        batch_size: minibatch size.
+        lr: Adam's learning rate.
+        objective: ``elbo`` (Trace_ELBO), ``mean-field`` (TraceMeanField_ELBO), ``iwae`` or
+            ``iwae-dreg``.
+        num_particles: ELBO particles, or k of the IWAE objectives.
+        seed: seeds torch, Pyro, NumPy and the shuffling.
+        out: run directory for ``config.json``, ``history.csv`` and ``checkpoint.pt``.
+        train_y, val_y: labels, passed to conditional models (``model(x, y)``).
+        binarize: ``"dynamic"`` draws x ~ Bernoulli(train_x) afresh for every batch.
+        lr_schedule: ``constant``, ``cosine`` (to zero) or ``step`` (/10 at 1/2 and 3/4).
+        kl_warmup: epochs over which the weight of the latent sites rises linearly to 1.
+        clip_norm: clip the global gradient norm to this value.
+        patience: stop when the validation ELBO has not improved for this many epochs.
+        on_nan: ``stop`` (raise :class:`TrainingError`) or ``skip`` the batch and count it.
+        progress: a tqdm bar; by default only when stderr is a terminal.
+        resume: continue the run in ``out`` from its checkpoint.
+        config: extra settings recorded in ``config.json``.
+        device: where to train (default: where the model's parameters are).
+
+    Returns:
+        The history: one row per epoch with ``epoch``, ``train_elbo`` (nats per data point; NaN
+        while the objective is not the plain ELBO), ``train_objective``, ``val_elbo``,
+        ``kl_weight``, ``lr``, ``skipped`` (non-finite batches) and ``seconds``.
+
+    Raises:
+        ConfigError: an invalid option. ContractError: the pair breaks the contract.
+        TrainingError: a non-finite loss with ``on_nan="stop"``. Interrupted: SIGINT/SIGTERM,
+        after a checkpoint was written.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {epochs}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
+    if not isinstance(num_particles, int) or num_particles < 1:
+        raise ConfigError(f"particles must be a positive integer, got {num_particles}")
+    _check_positive("lr", lr)
+    _check_positive("clip_norm", clip_norm)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
+    if lr_schedule not in SCHEDULES:
+        raise ConfigError(f"unknown lr schedule '{lr_schedule}': choose one of "
+                          f"{', '.join(SCHEDULES)}")
+    if on_nan not in ("stop", "skip"):
+        raise ConfigError(f"on_nan must be 'stop' or 'skip', got '{on_nan}'")
+    if binarize not in (None, "none", "dynamic", "static"):
+        raise ConfigError(f"binarize must be dynamic, static or none, got '{binarize}'")
+    if kl_warmup < 0:
+        raise ConfigError(f"kl_warmup must be >= 0 epochs, got {kl_warmup}")
+    labelled = wants_labels(model.model)
+    if labelled and train_y is None:
+        raise ConfigError(f"{type(model).__name__}.model takes labels y; pass train_y")
+    if val_x is not None and val_x.shape[0] == 0:
+        val_x = None
+    if train_x.shape[0] == 0:
+        raise ConfigError("the training data have no rows")
+
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
+    train_x = train_x.to(dev)
+    val_x = val_x.to(dev) if val_x is not None else None
+    train_y = train_y.to(dev) if (labelled and train_y is not None) else None
+    val_y = val_y.to(dev) if (labelled and val_y is not None) else None
+
+    out_dir = Path(out) if out is not None else None
+    ckpt_path = out_dir / "checkpoint.pt" if out_dir is not None else None
+    state = None
+    if resume:
+        if ckpt_path is None:
+            raise ConfigError("resume needs the run directory (out=...)")
+        state = load_checkpoint(ckpt_path)
+    elif out_dir is not None and ckpt_path.exists():
+        raise RunDirError(f"{out_dir} already holds a run; resume it or choose another directory")
+
+    seed_everything(seed)
+    probe_n = min(train_x.shape[0], 8)
+    probe_x = train_x[:probe_n]
+    if binarize == "dynamic":
+        probe_x = torch.bernoulli(probe_x, generator=torch.Generator(dev).manual_seed(seed))
+    probe = (probe_x,) if not labelled else (probe_x, train_y[:probe_n])
+    info = check_model(model, *probe)
+    nesting = info.max_plate_nesting
+    seed_everything(seed)
+
+    n = train_x.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(lr_schedule, epochs, steps_per_epoch)
+    )
+    elbo = _make_elbo(objective, num_particles, nesting)
+
+    rows: list[dict] = []
+    start_epoch, start_step = 0, 0
+    sums = {"objective": 0.0, "count": 0, "skipped": 0, "seconds": 0.0}
+    best, since_best = -math.inf, 0
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise RunDirError(f"checkpoint {ckpt_path} does not fit this model: "
+                              f"{str(e).splitlines()[0]}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        start_epoch, start_step = int(state["epoch"]), int(state["step"])
+        rows = [dict(r) for r in state["history"]]
+        sums = dict(state["sums"])
+        best, since_best = float(state["best"]), int(state["since_best"])
+
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            settings = {
+                "epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective,
+                "num_particles": num_particles, "seed": seed, "binarize": binarize,
+                "lr_schedule": lr_schedule, "kl_warmup": kl_warmup, "clip_norm": clip_norm,
+                "patience": patience, "on_nan": on_nan, "model_class": type(model).__name__,
+                "versions": _versions(),
+            }
+            settings.update(config or {})
+            _atomic_write_text(json.dumps(settings, indent=2, default=str) + "\n",
+                               out_dir / "config.json")
+
+    def checkpoint(epoch: int, step: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(ckpt_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+            "epoch": epoch, "step": step, "history": rows, "sums": dict(sums),
+            "best": best, "since_best": since_best,
+        })
+        _atomic_write_text(pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False),
+                           out_dir / "history.csv")
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch
+                   + start_step, unit="step", dynamic_ncols=True, leave=False)
+    warmup_steps = kl_warmup * steps_per_epoch
+    model.train()
+    try:
+        with _SignalGuard() as guard, pyro.validation_enabled(False):
+            for epoch in range(start_epoch, epochs):
+                if since_best >= (patience or math.inf):
+                    break
+                perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003
+                                                                                 + epoch))
+                perm = perm.to(dev)
+                first = start_step if epoch == start_epoch else 0
+                for step in range(first, steps_per_epoch):
+                    tick = time.perf_counter()
+                    idx = perm[step * batch_size : (step + 1) * batch_size]
+                    xb = train_x[idx]
+                    if binarize == "dynamic":
+                        xb = torch.bernoulli(xb)
+                    args = (xb,) if not labelled else (xb, train_y[idx])
+                    global_step = epoch * steps_per_epoch + step
+                    beta = min(1.0, (global_step + 1) / warmup_steps) if warmup_steps else 1.0
+                    loss, value = objective_loss(model, args, objective, num_particles, nesting,
+                                                 elbo, beta)
+                    optimizer.zero_grad(set_to_none=True)
+                    if not torch.isfinite(loss):
+                        if on_nan == "stop":
+                            raise TrainingError(
+                                f"non-finite loss ({float(loss)}) at epoch {epoch + 1}, step "
+                                f"{step + 1}; the run keeps its last good checkpoint "
+                                "(lower --lr, add --clip-norm, or use --on-nan skip)"
+                            )
+                        sums["skipped"] += 1
+                    else:
+                        loss.backward()
+                        if clip_norm:
+                            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                        optimizer.step()
+                        sums["objective"] += float(value)
+                        sums["count"] += xb.shape[0]
+                    scheduler.step()
+                    sums["seconds"] += time.perf_counter() - tick
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(epoch=epoch + 1, objective=f"{float(value) / len(idx):.2f}")
+                    if guard.signum:
+                        checkpoint(epoch, step + 1)
+                        raise Interrupted(guard.signum)
+                tick = time.perf_counter()
+                model.eval()
+                val = validation_elbo(model, val_x, val_y, nesting) if val_x is not None else None
+                model.train()
+                objective_mean = sums["objective"] / max(sums["count"], 1)
+                plain_elbo = objective in ("elbo", "mean-field") and beta == 1.0
+                rows.append({
+                    "epoch": epoch + 1,
+                    "train_elbo": objective_mean if plain_elbo else math.nan,
+                    "train_objective": objective_mean,
+                    "val_elbo": val if val is not None else math.nan,
+                    "kl_weight": beta,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "skipped": sums["skipped"],
+                    "seconds": sums["seconds"] + time.perf_counter() - tick,
+                })
+                sums = {"objective": 0.0, "count": 0, "skipped": 0, "seconds": 0.0}
+                if val is not None:
+                    if val > best:
+                        best, since_best = val, 0
+                    else:
+                        since_best += 1
+                checkpoint(epoch + 1, 0)
+                if guard.signum:
+                    raise Interrupted(guard.signum)
+    except KeyboardInterrupt:
+        raise Interrupted(signal.SIGINT) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        model.eval()
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+
+
+def _versions() -> dict[str, str]:
+    import arviz
+    import sklearn
+
+    import pyrogen
+
+    return {"pyrogen": pyrogen.__version__, "python": sys.version.split()[0],
+            "torch": torch.__version__, "pyro": pyro.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "arviz": arviz.__version__, "sklearn": sklearn.__version__}
