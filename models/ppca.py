@@ -98,7 +98,7 @@ class PPCA(pyrogen.GenerativeModel):
         self.encoder.weight.copy_(a)
         self.encoder.bias.copy_(-a @ self.loc)
         chol = torch.linalg.cholesky(s2 * torch.linalg.inv(m))
-        diag = chol.diagonal()
+        diag = chol.diagonal() - 1e-6  # scale_tril adds 1e-6 to the softplus
         raw = chol.clone()
         raw.diagonal().copy_(diag + torch.log(-torch.expm1(-diag)))  # softplus^{-1}
         self.raw_scale_tril.copy_(raw)

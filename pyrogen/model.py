@@ -176,17 +176,31 @@ def check_model(
         model, guide = model.model, model.guide
     if guide is None:
         raise ContractError("check_model needs a guide: pass a GenerativeModel or guide=...")
-    try:
-        with torch.no_grad(), pyro.validation_enabled(False):
-            guide_tr = poutine.trace(guide).get_trace(x, *args, **kwargs)
-            model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(
-                x, *args, **kwargs
-            )
-    except ContractError:
-        raise
-    except (ValueError, RuntimeError, TypeError, IndexError) as e:
-        raise ContractError(f"running the model/guide pair on a batch of shape "
-                            f"{tuple(x.shape)} failed: {e}") from e
+    def run(fn: Callable, what: str) -> poutine.Trace:
+        try:
+            with torch.no_grad(), pyro.validation_enabled(False):
+                return poutine.trace(fn).get_trace(x, *args, **kwargs)
+        except ContractError:
+            raise
+        except (ValueError, RuntimeError, TypeError, IndexError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            if "Shape mismatch inside plate" in first:
+                first += " (declare a site's event dims with .to_event(...))"
+            raise ContractError(
+                f"running the {what} on a batch of shape {list(x.shape)} failed: {first}"
+            ) from e
+
+    guide_tr = run(guide, "guide")
+    prior_tr = run(model, "model")
+    for name in latent_sites(guide_tr):
+        if name in prior_tr.nodes and not prior_tr.nodes[name]["is_observed"]:
+            g, m = guide_tr.nodes[name]["value"], prior_tr.nodes[name]["value"]
+            if g.shape != m.shape:
+                raise ContractError(
+                    f"site '{name}' has shape {list(g.shape)} in the guide but {list(m.shape)} "
+                    "in the model"
+                )
+    model_tr = run(poutine.replay(model, trace=guide_tr), "model on the guide's draws")
 
     model_latent = latent_sites(model_tr)
     guide_latent = latent_sites(guide_tr)
