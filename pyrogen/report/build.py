@@ -1,0 +1,456 @@
+"""``write_report``: read run directories, compute what the tables lack, draw, write the page.
+
+The report only reads runs: config.json, history.csv, bounds.csv and points.csv, and the trained
+model through :func:`pyrogen.runs.load_run` for samples, reconstructions and latent codes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyro
+import torch
+
+from pyrogen.errors import ConfigError, PyrogenError
+from pyrogen.model import wants_labels
+from pyrogen.report import figures as F
+from pyrogen.report.decode import decode, latent_codes, model_samples, reconstruct
+from pyrogen.report.mmd import MMD, mmd2
+from pyrogen.report.page import Page, ranked_caption
+from pyrogen.report.tables import RunTables, read_run_tables, summary_table, unique_names
+
+__all__ = ["write_report"]
+
+GRID = 8  # images per row of a sample grid, and the side of a traversal grid
+#: what a user's model may raise when asked for something it does not support; the report then
+#: leaves that part out with a note naming the error
+MODEL_ERRORS = (PyrogenError, RuntimeError, ValueError, TypeError, NotImplementedError, IndexError)
+
+
+def _test_data(cfg: dict, cache: dict) -> Any:
+    """The test split of a run's data, or a message saying why it cannot be loaded."""
+    from pyrogen.data import load_dataset
+
+    key = (cfg.get("data"), cfg.get("binarize"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    if key not in cache:
+        try:
+            cache[key] = load_dataset(
+                cfg["data"],
+                "test",
+                binarize=cfg.get("binarize"),
+                val_fraction=cfg.get("val_fraction", 0.1),
+                seed=cfg.get("seed", 0),
+                download=False,
+            )
+        except (PyrogenError, KeyError, OSError) as e:
+            cache[key] = f"test data of {cfg.get('data')} not available ({e})"
+    return cache[key]
+
+
+def _image_shape(cfg: dict) -> tuple[int, int] | None:
+    shape = cfg.get("image_shape")
+    if shape and len(shape) == 2 and int(shape[0]) * int(shape[1]) == int(cfg.get("data_dim", 0)):
+        return int(shape[0]), int(shape[1])
+    return None
+
+
+class _RunView:
+    """Everything the page needs from one run, computed once."""
+
+    def __init__(
+        self, tables: RunTables, colour: Any, seed: int, mmd_samples: int, data_cache: dict
+    ) -> None:
+        from pyrogen.runs import load_run
+
+        self.t, self.colour, self.notes = tables, colour, []
+        self.model = self.data = self.mmd = self.codes = None
+        self.parameters: int | None = None
+        self.shape = _image_shape(tables.config)
+        try:
+            self.model = load_run(tables.path).model
+            self.parameters = sum(p.numel() for p in self.model.parameters())
+        except PyrogenError as e:
+            self.notes.append(f"{tables.name}: model not loaded, so no samples ({e})")
+            return
+        data = _test_data(tables.config, data_cache)
+        if isinstance(data, str):
+            self.notes.append(f"{tables.name}: {data}")
+            return
+        n = min(mmd_samples, len(data))
+        self.x = data.x[:n].reshape(n, -1)
+        self.y = data.y[:n] if data.y is not None else None
+        self.labelled = wants_labels(self.model.model)
+        if self.labelled and self.y is None:
+            self.notes.append(f"{tables.name}: conditional model but the test data have no labels")
+            return
+        self.extra = (self.y,) if self.labelled else ()
+        self.data = data
+        pyro.set_rng_seed(seed)
+        try:
+            draws = model_samples(self.model, n, self.y if self.labelled else None, mean=False)
+            self.mmd = mmd2(draws, self.x) if n >= 2 else None
+        except MODEL_ERRORS as e:
+            self.notes.append(
+                f"{tables.name}: sampling the model failed, so no MMD² ({type(e).__name__}: {e})"
+            )
+        try:
+            self.codes = latent_codes(self.model, self.x, *self.extra)
+        except MODEL_ERRORS as e:
+            self.notes.append(f"{tables.name}: no latent codes ({type(e).__name__}: {e})")
+
+    @property
+    def name(self) -> str:
+        return self.t.name
+
+
+def _images_figure(v: _RunView, num_classes: int | None, seed: int) -> bytes:
+    pyro.set_rng_seed(seed)
+    panels = []
+    latent = v.codes is not None
+    if v.labelled:
+        classes = min(int(num_classes or int(v.y.max()) + 1), 10)
+        y = torch.arange(classes).repeat_interleave(GRID)
+        samples = model_samples(v.model, len(y), y)
+        panels.append(
+            {
+                "images": samples.numpy(),
+                "image_shape": v.shape,
+                "ncol": GRID,
+                "title": "samples, a row per class",
+                "xlabel": "E[x | z, y], z ~ p(z)" if latent else "x ~ p(x | y)",
+                "row_labels": [f"y={c}" for c in range(classes)],
+            }
+        )
+    else:
+        samples = model_samples(v.model, GRID * GRID)
+        panels.append(
+            {
+                "images": samples.numpy(),
+                "image_shape": v.shape,
+                "ncol": GRID,
+                "title": "samples from the prior" if latent else "samples from the model",
+                "xlabel": "E[x | z], z ~ p(z)" if latent else "x ~ p(x)",
+            }
+        )
+    if v.codes is not None:
+        m = min(4 * GRID, len(v.x))
+        xr = reconstruct(v.model, v.x[:m], *(e[:m] for e in v.extra)).cpu().numpy()
+        rows = []
+        for start in range(0, m, GRID):
+            rows += [v.x[start : start + GRID].numpy(), xr[start : start + GRID]]
+        panels.append(
+            {
+                "images": np.concatenate(rows),
+                "image_shape": v.shape,
+                "ncol": GRID,
+                "title": "test data and reconstructions",
+                "row_labels": ["data", "recon."] * math.ceil(m / GRID),
+                "xlabel": "E[x | z], z ~ q(z | x)",
+            }
+        )
+    return F.png(F.image_panels, panels, v.name, v.colour)
+
+
+def _traversal_panel(v: _RunView) -> tuple[dict | None, str]:
+    codes = v.codes.values.cpu().numpy()
+    if v.codes.num_sites != 1:
+        return None, f"{v.name}: no traversal, the model has {v.codes.num_sites} latent sites."
+    if codes.shape[1] < 2:
+        return None, f"{v.name}: no traversal, the latent space has one dimension."
+    draws = v.codes.draws.cpu().numpy()
+    dims = sorted(np.argsort(codes.var(0))[::-1][:2].tolist())
+    lo, hi = np.quantile(draws[:, dims], [0.02, 0.98], axis=0)
+    values = [np.linspace(lo[0], hi[0], GRID), np.linspace(hi[1], lo[1], GRID)]
+    za, zb = np.meshgrid(values[0], values[1])  # rows: dims[1], columns: dims[0]
+    z = torch.zeros(GRID * GRID, codes.shape[1], dtype=v.codes.values.dtype)
+    z[:, dims[0]] = torch.as_tensor(za.ravel(), dtype=z.dtype)
+    z[:, dims[1]] = torch.as_tensor(zb.ravel(), dtype=z.dtype)
+    extra = (torch.full((len(z),), int(v.y[0]), dtype=v.y.dtype),) if v.labelled else ()
+    try:
+        images = decode(v.model, v.codes.name, z, v.x.shape[1], *extra).cpu().numpy()
+    except MODEL_ERRORS as e:
+        return None, f"{v.name}: no traversal, decoding a given z failed ({type(e).__name__})."
+    title = v.name + (f" (y = {int(v.y[0])})" if v.labelled else "")
+    panel = {
+        "images": images,
+        "image_shape": v.shape,
+        "values": values,
+        "dims": dims,
+        "title": title,
+        "colour": v.colour,
+        "axis": v.codes.name,
+    }
+    return panel, ""
+
+
+def _latent_maps(views: list[_RunView], seed: int) -> list[dict]:
+    from sklearn.decomposition import PCA
+
+    maps = []
+    for v in views:
+        codes = v.codes.values.cpu().numpy().astype(float)
+        axis = v.codes.name
+        subtitle = ""
+        if codes.shape[1] > 2:
+            codes = PCA(n_components=2, random_state=seed).fit_transform(codes)
+            axis, subtitle = f"{axis}: PC", f" (PCA of {v.codes.values.shape[1]} dims)"
+        labels = v.y.numpy() if v.y is not None else None
+        maps.append(
+            {
+                "name": v.name,
+                "colour": v.colour,
+                "codes": codes,
+                "labels": labels,
+                "axis": axis,
+                "subtitle": subtitle,
+            }
+        )
+    return maps
+
+
+def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
+    page.section("What produced it", "provenance")
+    rows = [
+        {
+            "run": r.name,
+            "command": r.config.get("command", ""),
+            "seed": r.config.get("seed"),
+            "date": r.config.get("date", ""),
+            "data": r.config.get("data", ""),
+            "binarize": r.config.get("binarize") or "none",
+            "model": f"{Path(str(r.config.get('model_file', ''))).name}:"
+            f"{r.config.get('model_class', '')}",
+            "options": ", ".join(f"{k}={v}" for k, v in r.config.get("model_options", {}).items()),
+            "directory": str(r.path.resolve()),
+        }
+        for r in runs
+    ]
+    page.add_table(pd.DataFrame(rows))
+    versions = pd.DataFrame({r.name: r.config.get("versions", {}) for r in runs})
+    versions.index.name = "package"
+    page.add_table(versions.reset_index().fillna("—"), "Package versions recorded by each run.")
+    page.paragraph("This report was written by:")
+    page.code(command)
+
+
+def write_report(
+    runs: Sequence[str | os.PathLike],
+    out: str | os.PathLike | None = None,
+    *,
+    seed: int = 0,
+    mmd_samples: int = 1000,
+    command: str | None = None,
+) -> Path:
+    """Writes the HTML report of one or more run directories, its Markdown twin and figures.
+
+    Arguments:
+        runs: run directories (trained; evaluated ones get the bounds columns and figures).
+        out: the HTML path (default ``RUN/report.html`` for one run, else ``report.html``).
+            ``out.md`` and the folder ``<stem>_files/`` of PNGs go beside it.
+        seed: seed of the model samples.
+        mmd_samples: model samples and test points compared by the MMD² (and drawn in the
+            latent map).
+        command: the command line recorded on the page (default: the equivalent
+            ``pyrogen report`` command).
+
+    Returns:
+        The path of the HTML page.
+    """
+    if not runs:
+        raise ConfigError("report needs at least one run directory")
+    if mmd_samples < 2:
+        raise ConfigError(f"--mmd-samples must be at least 2, got {mmd_samples}")
+    paths = [Path(r) for r in runs]
+    out = (
+        Path(out) if out else (paths[0] / "report.html" if len(paths) == 1 else Path("report.html"))
+    )
+    if out.is_dir():
+        out = out / "report.html"
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out.with_name(out.name + ".html")
+    started = time.perf_counter()
+    tables = [read_run_tables(p) for p in paths]
+    for t, name in zip(tables, unique_names(paths)):
+        t.name = name
+    colours = F.run_colours(len(tables))
+    cache: dict = {}
+    views = [_RunView(t, c, seed, mmd_samples, cache) for t, c in zip(tables, colours)]
+
+    page = Page("pyrogen report: " + ", ".join(t.name for t in tables))
+    page.section("Summary", "summary")
+    summary = summary_table(
+        tables,
+        mmd=[(v.mmd.estimate, v.mmd.stderr) if v.mmd else (math.nan, math.nan) for v in views],
+        parameters=[v.parameters for v in views],
+    )
+    page.add_table(
+        summary,
+        ranked=True,
+        table_id="summary-table",
+        groups=[(t.config.get("data"), t.config.get("binarize")) for t in tables],
+    )
+    page.paragraph(
+        "Bounds are means over the evaluated points, in nats per data point (higher is better); "
+        "log p̂(x) is IWAE at the largest k with its Monte Carlo standard error; NLL = −log p̂(x); "
+        "gap = log p̂(x) − ELBO; ESS and k̂ are those of all K importance weights per point. "
+        "MMD² (unbiased, Gaussian kernel, median-heuristic bandwidth; Gretton et al. 2012) "
+        "compares draws x ~ p(x) with test data; 0 means indistinguishable. "
+        + ranked_caption(summary.columns)
+    )
+    data_keys = {(t.config.get("data"), t.config.get("binarize")) for t in tables}
+    if len(data_keys) > 1:
+        page.note(
+            "The runs model different data ("
+            + "; ".join(f"{d} binarize={b or 'none'}" for d, b in sorted(data_keys, key=str))
+            + "): their likelihoods are not comparable across those groups."
+        )
+    for v in views:
+        for note in v.notes:
+            page.note(note)
+
+    page.section("Learning curves", "curves")
+    if any(t.history is not None for t in tables):
+        page.figure(
+            F.png(F.learning_curves, tables, colours),
+            "learning_curves.png",
+            "Training ELBO (solid, mean over the epoch's minibatches) and validation "
+            "ELBO (dashed) per epoch.",
+        )
+    else:
+        page.note("No run has a history.csv.")
+
+    evaluated = [t for t in tables if t.bounds is not None]
+    page.section("Bounds against k", "bounds")
+    if evaluated:
+        page.figure(
+            F.png(F.bounds_vs_k, tables, colours),
+            "bounds_vs_k.png",
+            "IWAE_k against k from bounds.csv; bands are ±1 Monte Carlo standard error "
+            "(often thinner than the line); squares mark the ELBO (k = 1), dotted lines "
+            "the log p̂(x) level.",
+        )
+    else:
+        page.note("No run is evaluated: run `pyrogen evaluate RUN` for the bounds.")
+
+    page.section("Gap and k̂ per data point", "points")
+    if any(t.points is not None for t in tables):
+        page.figure(
+            F.png(F.gap_histogram, tables, colours),
+            "gap.png",
+            "Per-datapoint log p̂(x) − ELBO from points.csv: the KL from the guide to the "
+            "posterior, up to Monte Carlo error.",
+        )
+        page.figure(
+            F.png(F.khat_distribution, tables, colours),
+            "khat.png",
+            "Pareto k̂ of each point's importance weights (Yao et al. 2018): below 0.5 "
+            "the estimate is reliable, above 0.7 it is not.",
+        )
+    else:
+        page.note("No run has a points.csv.")
+
+    page.section("Samples and reconstructions", "samples")
+    for i, v in enumerate(views, 1):
+        if v.data is None:
+            continue
+        if v.shape is None:
+            page.note(f"{v.name}: {v.t.config.get('data')} is not image data: no image grids.")
+            continue
+        try:
+            image = _images_figure(v, v.t.config.get("num_classes"), seed)
+        except MODEL_ERRORS as e:
+            page.note(f"{v.name}: no samples or reconstructions ({type(e).__name__}: {e})")
+            continue
+        page.figure(
+            image,
+            f"samples_{i}.png",
+            f"{v.name}: decoder means of prior draws; test points above their reconstructions.",
+        )
+        if v.codes is None:
+            page.note(f"{v.name}: the model has no latent site: no reconstructions.")
+
+    page.section("Latent space", "latents")
+    with_codes = [v for v in views if v.codes is not None]
+    for v in views:
+        if v.data is not None and v.codes is None:
+            page.note(f"{v.name}: the model has no latent site: no latent map or traversal.")
+    if with_codes:
+        page.figure(
+            F.png(
+                F.latent_maps, _latent_maps(with_codes, seed), tables[0].config.get("num_classes")
+            ),
+            "latent_map.png",
+            "Guide means of the first latent site for test points, coloured by label "
+            "(PCA to 2-D where the latent space has more dimensions).",
+        )
+    panels = []
+    for v in with_codes:
+        if v.shape is None:
+            page.note(f"{v.name}: not image data: no latent traversal.")
+            continue
+        panel, why = _traversal_panel(v)
+        if panel is None:
+            page.note(why)
+        else:
+            panels.append(panel)
+    if panels:
+        page.figure(
+            F.png(F.traversals, panels),
+            "traversals.png",
+            "Decoder means over a grid of the two latent dimensions whose guide means vary "
+            "most over the test points (the most active units), from the 2nd to the 98th "
+            "percentile of guide draws; the other dimensions at 0.",
+        )
+
+    page.section("Sample-based divergence (MMD²)", "mmd")
+    rows = [
+        {
+            "run": v.name,
+            "MMD²": v.mmd.estimate,
+            "MMD² s.e.": v.mmd.stderr,
+            "estimate / s.e.": v.mmd.estimate / v.mmd.stderr if v.mmd.stderr > 0 else math.nan,
+            "bandwidth": v.mmd.bandwidth,
+            "samples": len(v.x),
+        }
+        for v in views
+        if isinstance(v.mmd, MMD)
+    ]
+    if rows:
+        page.add_table(
+            pd.DataFrame(rows),
+            "Unbiased MMD² between draws x ~ p(x) and as many test points; an estimate "
+            "above 3 standard errors says the samples are distinguishable from data.",
+        )
+    else:
+        page.note("No run could be sampled and compared with test data.")
+
+    _provenance(
+        page,
+        tables,
+        command
+        or " ".join(
+            [
+                "pyrogen",
+                "report",
+                *map(str, paths),
+                "--out",
+                str(out),
+                "--seed",
+                str(seed),
+                "--mmd-samples",
+                str(mmd_samples),
+            ]
+        ),
+    )
+    page.paragraph(f"Report computed in {time.perf_counter() - started:.1f} s.")
+    (out.parent / f"{out.stem}_files").mkdir(parents=True, exist_ok=True)
+    summary.to_csv(out.parent / f"{out.stem}_files" / "summary.csv", index=False)
+    page.write(out)
+    return out
