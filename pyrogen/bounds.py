@@ -31,6 +31,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from pyrogen import distributed
 from pyrogen.errors import ConfigError, ContractError
 from pyrogen.model import DATA_PLATE, latent_sites, observed_sites
 
@@ -366,6 +367,7 @@ def evaluate(
     batch_size: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
+    seed: int | None = None,
 ) -> Evaluation:
     """Evaluates the bounds of a model/guide pair on every row of ``x``.
 
@@ -381,6 +383,10 @@ def evaluate(
         batch_size: data points per pool (default: keep a [K, batch] pool near 2**22 entries).
         chunk_size: particles per vectorized pass (see :func:`log_weights`).
         progress: show a tqdm progress bar over batches.
+        seed: reseed torch before each batch with ``seed * 1_000_003 + start`` (its first row), so
+            a point's draws depend on the seed and the batch size alone, not on the order or the
+            process that evaluates the batch. Under torch.distributed the batches are shared
+            round-robin across ranks and every rank returns the whole gathered result.
 
     Returns:
         :class:`Evaluation` with ``points`` (one row per data point) and ``summary`` (one row per k).
@@ -396,18 +402,20 @@ def evaluate(
         batch_size = max(1, min(n, 2**22 // num, 1000))
     nesting = _max_plate_nesting(model, guide, (x[:2], *(a[:2] for a in args)), {})
     tables = []
-    starts = range(0, n, batch_size)
-    if progress:
+    starts = distributed.shard(range(0, n, batch_size))
+    if progress and distributed.is_main():
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc=f"evaluating K={num}", unit="batch", leave=False)
     for s in starts:
+        if seed is not None:
+            torch.manual_seed(seed * 1_000_003 + s)
         batch = (x[s : s + batch_size], *(a[s : s + batch_size] for a in args))
         lw = log_weights(
             model, guide, *batch, num_particles=num, chunk_size=chunk_size,
             max_plate_nesting=nesting,
         )
-        tables.append(estimate(lw, ks))
-    points = pd.concat(tables, ignore_index=True)
+        tables.append((s, estimate(lw, ks)))
+    points = pd.concat(distributed.gather_in_order(tables), ignore_index=True)
     points.index.name = "point"
     return Evaluation(points, summarize(points, ks, data_dim=int(x[0].numel())))

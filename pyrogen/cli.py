@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pyrogen import distributed
 from pyrogen.errors import ConfigError, PyrogenError, RunDirError
 
 __all__ = ["main"]
@@ -75,6 +76,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="N > 1: data parallel in N processes on this machine (through torchrun)")
     p.add_argument("--config", default=None, help="a TOML file of these options")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -100,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="data points per pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="N > 1: shard the points over N processes (through torchrun)")
 
     p = sub.add_parser("compare", help="put evaluated runs side by side")
     p.add_argument("runs", nargs="+")
@@ -111,14 +117,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG for image data, else .npy/.csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
-
-    p = sub.add_parser("report", help="write the HTML/Markdown report of one or more runs")
-    p.add_argument("runs", nargs="+")
-    p.add_argument("--out", default=None,
-                   help="HTML file (default RUN/report.html for one run, else report.html)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the model samples")
-    p.add_argument("--mmd-samples", type=int, default=1000,
-                   help="model samples and test points compared by MMD² (default %(default)s)")
     for a in (parser, *sub.choices.values()):
         if a is not parser:
             a.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -155,11 +153,11 @@ def _default_binarize(data: str) -> str:
 
 def _resolve_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA GPU is available here (use cpu or auto)")
     try:
-        return torch.device(name)
+        return distributed.local_device(torch.device(name))
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}': use cpu, cuda or auto") from None
 
@@ -229,11 +227,15 @@ def cmd_train(args: argparse.Namespace) -> Path:
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
+    out = Path(distributed.from_main(str(out)))  # ranks may read the clock a second apart
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise RunDirError(f"{out} already exists; use --resume to continue it or "
                               "--overwrite to replace it")
-        shutil.rmtree(out)
+        distributed.barrier()  # every rank has looked before rank 0 removes it
+        if distributed.is_main():
+            shutil.rmtree(out)
+    distributed.barrier()
     config = {
         "command": " ".join(["pyrogen", *sys.argv[1:]]) if sys.argv else "",
         "model_spec": args.model, "model_file": str(model_file), "model_class": cls.__name__,
@@ -241,6 +243,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         "data": args.data, "data_dim": train.data_dim, "image_shape": train.image_shape,
         "num_classes": train.num_classes, "val_fraction": args.val_fraction,
         "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "world_size": distributed.world_size(),
     }
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                     objective=args.objective, num_particles=args.particles, seed=args.seed,
@@ -304,19 +307,23 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(cfg.get("seed", 0)))
     labelled = wants_labels(run.model.model)
     extra = (y,) if labelled else ()
+    device = _resolve_device(getattr(args, "device", "cpu"))
+    run.model.to(device)
+    x, extra = x.to(device), tuple(e.to(device) for e in extra)
     check_model(run.model, x[:8], *(e[:8] for e in extra), per_datapoint=True)
     seed_everything(getattr(args, "seed", 0))
     quiet = getattr(args, "quiet", False)
     ev = evaluate(run.model.model, run.model.guide, x, *extra, ks=ks,
                   num_particles=args.eval_particles, batch_size=getattr(args, "eval_batch", None),
-                  progress=not quiet and sys.stderr.isatty())
+                  progress=not quiet and sys.stderr.isatty(), seed=getattr(args, "seed", 0))
     summary = ev.summary.copy()
     summary.insert(0, "split", args.split)
     points = ev.points.copy()
     if y is not None:
         points.insert(0, "label", y.numpy())
-    _write_csv(summary, run.path / "bounds.csv")
-    _write_csv(points, run.path / "points.csv", index=True)
+    if distributed.is_main():
+        _write_csv(summary, run.path / "bounds.csv")
+        _write_csv(points, run.path / "points.csv", index=True)
     print(f"bounds on {len(x)} {args.split} points of {cfg['data']} "
           f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):")
     print(format_summary(summary))
@@ -447,27 +454,18 @@ def cmd_run(args: argparse.Namespace) -> Path:
     print(f"trained in {time.perf_counter() - started:.1f} s; run directory: {out}")
     args.run = str(out)
     cmd_evaluate(args, out)
+    if not distributed.is_main():
+        return out  # rank 0 writes the report
     with open(out / "config.json") as f:
         cfg = json.load(f)
     cfg["seconds_total"] = round(time.perf_counter() - started, 2)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    cmd_report(argparse.Namespace(runs=[out], out=out / "report.html", seed=args.seed,
-                                  mmd_samples=1000))
     print(f"run directory: {out}")
-    return out
-
-
-def cmd_report(args: argparse.Namespace) -> Path:
-    from pyrogen.report import write_report
-
-    out = write_report(args.runs, args.out, seed=args.seed, mmd_samples=args.mmd_samples)
-    print(f"report: {out} (Markdown: {out.with_suffix('.md')})")
     return out
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "evaluate": cmd_evaluate,
             "compare": cmd_compare, "sample": cmd_sample}
-COMMANDS["report"] = cmd_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args = parser.parse_args(argv)
+    if (getattr(args, "nproc", None) or 1) > 1 and not distributed.launched():
+        return distributed.launch(args.nproc, distributed.strip_option(argv, "--nproc"))
+    cleanup = distributed.setup_from_env()  # under torchrun: join the group; rank 0 prints
     try:
         if getattr(args, "config", None):
             args = _apply_config(args, parser, argv)
@@ -492,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pyrogen {args.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

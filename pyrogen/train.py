@@ -28,6 +28,7 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
+from pyrogen import distributed
 from pyrogen.bounds import _in_particle_plate, log_density, log_weights, trace_pair
 from pyrogen.errors import ConfigError, PyrogenError, RunDirError
 from pyrogen.model import GenerativeModel, check_model, wants_labels
@@ -392,6 +393,7 @@ def fit(
     info = check_model(model, *probe)
     nesting = info.max_plate_nesting
     seed_everything(seed)
+    distributed.seed_rank(seed)  # binarization and guide noise: one stream per rank
 
     n = train_x.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -414,12 +416,15 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        distributed.restore_rng(state, seed)
         start_epoch, start_step = int(state["epoch"]), int(state["step"])
         rows = [dict(r) for r in state["history"]]
         sums = dict(state["sums"])
+        if not distributed.is_main():  # the checkpoint holds the sums of all ranks
+            sums.update(objective=0.0, count=0)
         best, since_best = float(state["best"]), int(state["since_best"])
 
-    if out_dir is not None:
+    if out_dir is not None and distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             settings = {
@@ -436,17 +441,23 @@ def fit(
     def checkpoint(epoch: int, step: int) -> None:
         if ckpt_path is None:
             return
+        rank_rngs = distributed.rng_states()  # collective, like the sums: every rank comes here
+        total = distributed.sum_over_ranks(sums, ("objective", "count"))
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 alone writes
+            return
         save_checkpoint(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "epoch": epoch, "step": step, "history": rows, "sums": dict(sums),
-            "best": best, "since_best": since_best,
+            "epoch": epoch, "step": step, "history": rows, "sums": total,
+            "best": best, "since_best": since_best, **rank_rngs,
         })
         _atomic_write_text(pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False),
                            out_dir / "history.csv")
+        distributed.barrier()
 
     if progress is None:
-        progress = sys.stderr.isatty()
+        progress = sys.stderr.isatty() and distributed.is_main()
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -454,6 +465,9 @@ def fit(
         bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch
                    + start_step, unit="step", dynamic_ncols=True, leave=False)
     warmup_steps = kl_warmup * steps_per_epoch
+    # one process: objective_loss itself; several: DDP all-reduces the gradients
+    step_loss = distributed.data_parallel(model, lambda m, a, b: objective_loss(
+        m, a, objective, num_particles, nesting, elbo, b), probe)
     model.train()
     try:
         with _SignalGuard() as guard, pyro.validation_enabled(False):
@@ -466,17 +480,16 @@ def fit(
                 first = start_step if epoch == start_epoch else 0
                 for step in range(first, steps_per_epoch):
                     tick = time.perf_counter()
-                    idx = perm[step * batch_size : (step + 1) * batch_size]
+                    idx = distributed.shard(perm[step * batch_size : (step + 1) * batch_size])
                     xb = train_x[idx]
                     if binarize == "dynamic":
                         xb = torch.bernoulli(xb)
                     args = (xb,) if not labelled else (xb, train_y[idx])
                     global_step = epoch * steps_per_epoch + step
                     beta = min(1.0, (global_step + 1) / warmup_steps) if warmup_steps else 1.0
-                    loss, value = objective_loss(model, args, objective, num_particles, nesting,
-                                                 elbo, beta)
+                    loss, value = step_loss(args, beta)
                     optimizer.zero_grad(set_to_none=True)
-                    if not torch.isfinite(loss):
+                    if not distributed.all_ranks(torch.isfinite(loss)):
                         if on_nan == "stop":
                             raise TrainingError(
                                 f"non-finite loss ({float(loss)}) at epoch {epoch + 1}, step "
@@ -496,13 +509,16 @@ def fit(
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(epoch=epoch + 1, objective=f"{float(value) / len(idx):.2f}")
-                    if guard.signum:
+                    if signum := distributed.max_over_ranks(guard.signum):
                         checkpoint(epoch, step + 1)
-                        raise Interrupted(guard.signum)
+                        raise Interrupted(signum)
                 tick = time.perf_counter()
                 model.eval()
-                val = validation_elbo(model, val_x, val_y, nesting) if val_x is not None else None
+                val = distributed.sharded_mean(
+                    lambda x, y: validation_elbo(model, x, y, nesting), val_x, val_y
+                ) if val_x is not None else None
                 model.train()
+                sums = distributed.sum_over_ranks(sums, ("objective", "count"))
                 objective_mean = sums["objective"] / max(sums["count"], 1)
                 plain_elbo = objective in ("elbo", "mean-field") and beta == 1.0
                 rows.append({
@@ -522,8 +538,8 @@ def fit(
                     else:
                         since_best += 1
                 checkpoint(epoch + 1, 0)
-                if guard.signum:
-                    raise Interrupted(guard.signum)
+                if signum := distributed.max_over_ranks(guard.signum):
+                    raise Interrupted(signum)
     except KeyboardInterrupt:
         raise Interrupted(signal.SIGINT) from None
     finally:
