@@ -117,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="PNG for image data, else .npy/.csv")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
+
+    p = sub.add_parser("report", help="write the HTML/Markdown report of one or more runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default=None,
+                   help="HTML file (default RUN/report.html for one run, else report.html)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the model samples")
+    p.add_argument("--mmd-samples", type=int, default=1000,
+                   help="model samples and test points compared by MMD² (default %(default)s)")
     for a in (parser, *sub.choices.values()):
         if a is not parser:
             a.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
@@ -460,12 +468,23 @@ def cmd_run(args: argparse.Namespace) -> Path:
         cfg = json.load(f)
     cfg["seconds_total"] = round(time.perf_counter() - started, 2)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    cmd_report(argparse.Namespace(runs=[out], out=out / "report.html", seed=args.seed,
+                                  mmd_samples=1000))
     print(f"run directory: {out}")
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> Path:
+    from pyrogen.report import write_report
+
+    out = write_report(args.runs, args.out, seed=args.seed, mmd_samples=args.mmd_samples)
+    print(f"report: {out} (Markdown: {out.with_suffix('.md')})")
     return out
 
 
 COMMANDS = {"train": cmd_train, "run": cmd_run, "evaluate": cmd_evaluate,
             "compare": cmd_compare, "sample": cmd_sample}
+COMMANDS["report"] = cmd_report
 
 
 def main(argv: list[str] | None = None) -> int:
