@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -28,6 +29,9 @@ TRAIN_KEYS = {
     "clip_norm", "patience", "on_nan", "device", "quiet", "ks", "eval_particles", "split",
     "limit",
 }
+
+
+DEFAULT_EPOCHS = 30
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -51,10 +55,13 @@ def _add_eval_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae)")
+    p.add_argument("model", nargs="?", default=None,
+                   help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae); "
+                   "with --resume, read from the run's config.json")
     p.add_argument("--data", default="digits",
                    help="digits, fashion-mnist, mnist, or a .npy/.npz/.csv/.pt file")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"default {DEFAULT_EPOCHS}; with --resume, the run's own")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--objective", default="elbo",
@@ -127,7 +134,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="model samples and test points compared by MMD² (default %(default)s)")
     for a in (parser, *sub.choices.values()):
         if a is not parser:
-            a.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+            a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS)  # keeps `pyrogen --debug CMD` in effect
     return parser
 
 
@@ -144,8 +152,12 @@ def _apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
     values = {k.replace("-", "_"): v for k, v in values.items()}
     unknown = sorted(set(values) - TRAIN_KEYS)
     if unknown:
+        import difflib
+
+        close = [m for k in unknown for m in difflib.get_close_matches(k, TRAIN_KEYS, 1, 0.5)]
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"config file {path} has unknown keys: {', '.join(unknown)} "
-                          f"(known: {', '.join(sorted(TRAIN_KEYS))})")
+                          f"({hint}known: {', '.join(sorted(TRAIN_KEYS))})")
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     for key, value in values.items():
         if key not in given:
@@ -198,8 +210,11 @@ def cmd_train(args: argparse.Namespace) -> Path:
     """Trains; returns the run directory."""
     from pyrogen.model import check_model, wants_labels
     from pyrogen.runs import build_model, load_model_class, read_config
-    from pyrogen.train import fit
+    from pyrogen.train import fit, seed_everything
 
+    explicit_epochs = args.epochs
+    if args.epochs is None:
+        args.epochs = DEFAULT_EPOCHS
     _check_train_options(args)
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other")
@@ -209,8 +224,11 @@ def cmd_train(args: argparse.Namespace) -> Path:
         saved = read_config(args.out)
         if not (Path(args.out) / "checkpoint.pt").is_file():
             raise RunDirError(f"{args.out} has no checkpoint.pt to resume from")
-        return _train_from_config(saved, Path(args.out), resume=True, epochs=args.epochs,
+        return _train_from_config(saved, Path(args.out), resume=True, epochs=explicit_epochs,
                                   quiet=args.quiet)
+    if args.model is None:
+        raise ConfigError("give the MODEL to train (a .py file or a zoo name such as vae); "
+                          "only --resume reads it from the run directory")
 
     cls, model_file = load_model_class(args.model)
     binarize = args.binarize or _default_binarize(args.data)
@@ -220,6 +238,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
                "likelihood": args.likelihood}
     if train.num_classes is not None:
         options["num_classes"] = train.num_classes
+    seed_everything(args.seed)  # the initial weights depend on the seed alone
     model = build_model(cls, train.data_dim, **options)
     device = _resolve_device(args.device)
     model.to(device)
@@ -230,19 +249,22 @@ def cmd_train(args: argparse.Namespace) -> Path:
     probe = train.x[:8].to(device)
     if binarize == "dynamic":
         probe = torch.bernoulli(probe, generator=torch.Generator(device).manual_seed(args.seed))
-    check_model(model, probe, *((train.y[:8].to(device),) if labelled else ()))
+    check_model(model, probe, *((train.y[:8].to(device),) if labelled else ()),
+                per_datapoint=True)  # validation and evaluation weigh each point
 
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
     out = Path(distributed.from_main(str(out)))  # ranks may read the clock a second apart
+    replaced = None  # the run that --overwrite replaces: kept until the new one has a checkpoint
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise RunDirError(f"{out} already exists; use --resume to continue it or "
                               "--overwrite to replace it")
         distributed.barrier()  # every rank has looked before rank 0 removes it
         if distributed.is_main():
-            shutil.rmtree(out)
+            replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+            out.rename(replaced)
     distributed.barrier()
     config = {
         "command": " ".join(["pyrogen", *sys.argv[1:]]) if sys.argv else "",
@@ -265,7 +287,12 @@ def cmd_train(args: argparse.Namespace) -> Path:
     except BaseException:
         if not (out / "checkpoint.pt").exists():
             shutil.rmtree(out, ignore_errors=True)
+            if replaced is not None:  # nothing new to keep: the old run comes back untouched
+                replaced.rename(out)
         raise
+    finally:
+        if replaced is not None and replaced.exists():
+            shutil.rmtree(replaced, ignore_errors=True)
     return out
 
 
@@ -457,6 +484,14 @@ def save_image_grid(x: torch.Tensor, image_shape: tuple[int, int], path: Path,
 
 
 def cmd_run(args: argparse.Namespace) -> Path:
+    from pyrogen.bounds import parse_ks
+
+    ks = parse_ks(args.ks)  # bad evaluation options fail before training, not after
+    if args.eval_particles is not None and args.eval_particles < ks[-1]:
+        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k "
+                          f"{ks[-1]}")
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
     started = time.perf_counter()
     out = cmd_train(args)
     print(f"trained in {time.perf_counter() - started:.1f} s; run directory: {out}")
@@ -507,6 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as e:
         print(f"pyrogen: {e}; checkpoint written, continue with --resume", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"pyrogen {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (PyrogenError, TrainingError) as e:
         if args.debug:
             raise

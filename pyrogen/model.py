@@ -266,7 +266,12 @@ def check_model(
         fn, value = site["fn"], site["value"]
         ok = fn.support.check(value)
         if not bool(ok.all()):
-            vals = value[~ok] if ok.shape == value.shape else value.flatten()[:1]
+            base = fn.support
+            while hasattr(base, "base_constraint"):  # .to_event(): check element by element
+                base = base.base_constraint
+            elementwise = base.check(value)
+            vals = value[~elementwise] if elementwise.shape == value.shape else value.flatten()
+            vals = vals if vals.numel() else value.flatten()
             hint = ""
             if _describe(fn) in ("Bernoulli", "ContinuousBernoulli") or "Boolean" in str(
                 fn.support

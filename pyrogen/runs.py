@@ -121,10 +121,8 @@ def build_model(cls: type[GenerativeModel], data_dim: int, **options: Any) -> Ge
     try:
         return cls(data_dim, **options)
     except Exception as e:
-        raise ConfigError(
-            f"{cls.__name__}(data_dim={data_dim}, {', '.join(f'{k}={v!r}' for k, v in options.items())}) "
-            f"failed: {type(e).__name__}: {e}"
-        ) from e
+        call = ", ".join([f"data_dim={data_dim}", *(f"{k}={v!r}" for k, v in options.items())])
+        raise ConfigError(f"{cls.__name__}({call}) failed: {type(e).__name__}: {e}") from e
 
 
 @dataclass
@@ -156,7 +154,7 @@ def read_config(run_dir: str | os.PathLike) -> dict:
 
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Rebuilds the model of a run directory and loads its checkpoint (tensors only)."""
-    from pyrogen.train import load_checkpoint
+    from pyrogen.train import _first_reason, load_checkpoint
 
     path = Path(run_dir)
     config = read_config(path)
@@ -175,7 +173,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     except (RuntimeError, KeyError, TypeError) as e:
         raise RunDirError(
             f"checkpoint {path / 'checkpoint.pt'} does not fit {config['model_class']}: "
-            f"{str(e).splitlines()[0][:300]}"
+            f"{_first_reason(e)[:300]}"
         ) from None
     model.eval()
     history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else None

@@ -13,9 +13,11 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,7 @@ from pyro.poutine.messenger import Messenger
 
 from pyrogen import distributed
 from pyrogen.bounds import _in_particle_plate, log_density, log_weights, trace_pair
-from pyrogen.errors import ConfigError, PyrogenError, RunDirError
+from pyrogen.errors import ConfigError, DataError, PyrogenError, RunDirError
 from pyrogen.model import GenerativeModel, check_model, wants_labels
 
 __all__ = [
@@ -190,6 +192,15 @@ def _atomic_write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _first_reason(e: BaseException) -> str:
+    """The informative line of an error: torch's load_state_dict puts it after a heading."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("size mismatch", "Missing key", "Unexpected key")):
+            return line
+    return lines[0] if lines else type(e).__name__
+
+
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Writes a tensors-only checkpoint atomically (temporary file, fsync, rename)."""
     _atomic_save(state, Path(path))
@@ -203,10 +214,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        text = str(e).strip()
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if unsafe:  # never unpickled: weights_only=True stops at the first Python object
+            raise RunDirError(
+                f"refusing checkpoint {path}: it is not tensors-only (it holds the pickled "
+                f"Python object {unsafe.group(1)}), and pyrogen never unpickles code"
+            ) from None
+        first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
         raise RunDirError(
-            f"cannot load checkpoint {path}: it is corrupt or not a tensors-only pyrogen "
-            f"checkpoint ({first[:200]})"
+            f"cannot load checkpoint {path}: it is corrupt or truncated ({first[:160]})"
         ) from None
 
 
@@ -365,6 +382,15 @@ def fit(
         val_x = None
     if train_x.shape[0] == 0:
         raise ConfigError("the training data have no rows")
+    for name, x in (("train_x", train_x), ("val_x", val_x)):
+        # a finite sum proves every entry finite, at a small fraction of isfinite's cost
+        if x is not None and x.is_floating_point() and not bool(torch.isfinite(x.sum())):
+            bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(-1).nonzero().flatten()
+            if len(bad):
+                rows = ", ".join(str(int(i)) for i in bad[:5])
+                more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+                raise DataError(f"{name} has NaN or infinite values in "
+                                f"row{'s' if len(bad) > 1 else ''} {rows}{more} (from 0)")
 
     if device is not None:
         model.to(device)
@@ -381,6 +407,8 @@ def fit(
         if ckpt_path is None:
             raise ConfigError("resume needs the run directory (out=...)")
         state = load_checkpoint(ckpt_path)
+        for stale in out_dir.glob(".*.tmp*") if distributed.is_main() else ():
+            stale.unlink(missing_ok=True)  # half-written by a killed run; never read
     elif out_dir is not None and ckpt_path.exists():
         raise RunDirError(f"{out_dir} already holds a run; resume it or choose another directory")
 
@@ -390,7 +418,9 @@ def fit(
     if binarize == "dynamic":
         probe_x = torch.bernoulli(probe_x, generator=torch.Generator(dev).manual_seed(seed))
     probe = (probe_x,) if not labelled else (probe_x, train_y[:probe_n])
-    info = check_model(model, *probe)
+    # validation and the IWAE objectives need one importance weight per data point
+    info = check_model(model, *probe,
+                       per_datapoint=val_x is not None or objective.startswith("iwae"))
     nesting = info.max_plate_nesting
     seed_everything(seed)
     distributed.seed_rank(seed)  # binarization and guide noise: one stream per rank
@@ -410,19 +440,20 @@ def fit(
     if state is not None:
         try:
             model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise RunDirError(f"checkpoint {ckpt_path} does not fit this model: "
-                              f"{str(e).splitlines()[0]}") from None
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        distributed.restore_rng(state, seed)
-        start_epoch, start_step = int(state["epoch"]), int(state["step"])
-        rows = [dict(r) for r in state["history"]]
-        sums = dict(state["sums"])
-        if not distributed.is_main():  # the checkpoint holds the sums of all ranks
-            sums.update(objective=0.0, count=0)
-        best, since_best = float(state["best"]), int(state["since_best"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            distributed.restore_rng(state, seed)
+            start_epoch, start_step = int(state["epoch"]), int(state["step"])
+            rows = [dict(r) for r in state["history"]]
+            sums = dict(state["sums"])
+            if not distributed.is_main():  # the checkpoint holds the sums of all ranks
+                sums.update(objective=0.0, count=0)
+            best, since_best = float(state["best"]), int(state["since_best"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"lacks {e}" if isinstance(e, KeyError) else _first_reason(e)
+            raise RunDirError(f"checkpoint {ckpt_path} does not fit this model and run: "
+                              f"{what[:300]}") from None
 
     if out_dir is not None and distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -470,7 +501,9 @@ def fit(
         m, a, objective, num_particles, nesting, elbo, b), probe)
     model.train()
     try:
-        with _SignalGuard() as guard, pyro.validation_enabled(False):
+        with _SignalGuard() as guard, pyro.validation_enabled(False), warnings.catch_warnings():
+            # fit reports a non-finite loss itself (on_nan), so Pyro's warning would repeat it
+            warnings.filterwarnings("ignore", message="Encountered (NaN|Inf)", category=UserWarning)
             for epoch in range(start_epoch, epochs):
                 if since_best >= (patience or math.inf):
                     break
@@ -491,9 +524,12 @@ def fit(
                     optimizer.zero_grad(set_to_none=True)
                     if not distributed.all_ranks(torch.isfinite(loss)):
                         if on_nan == "stop":
+                            kept = ("the run keeps its last good checkpoint"
+                                    if ckpt_path is not None and ckpt_path.exists()
+                                    else "no checkpoint had been written yet")
                             raise TrainingError(
-                                f"non-finite loss ({float(loss)}) at epoch {epoch + 1}, step "
-                                f"{step + 1}; the run keeps its last good checkpoint "
+                                f"non-finite loss ({float(loss.detach())}) at epoch {epoch + 1}, step "
+                                f"{step + 1}; {kept} "
                                 "(lower --lr, add --clip-norm, or use --on-nan skip)"
                             )
                         sums["skipped"] += 1
@@ -519,7 +555,9 @@ def fit(
                 ) if val_x is not None else None
                 model.train()
                 sums = distributed.sum_over_ranks(sums, ("objective", "count"))
-                objective_mean = sums["objective"] / max(sums["count"], 1)
+                # an epoch whose batches were all skipped (--on-nan skip) has no value: NaN
+                objective_mean = (sums["objective"] / sums["count"] if sums["count"]
+                                  else math.nan)
                 plain_elbo = objective in ("elbo", "mean-field") and beta == 1.0
                 rows.append({
                     "epoch": epoch + 1,
