@@ -30,6 +30,13 @@ from pyrogen.report.views import (
 __all__ = ["write_report"]
 
 
+def _comparable(t: RunTables) -> tuple:
+    """Runs whose bounds can be compared: same data, binarization and evaluated points."""
+    split = str(t.bounds["split"].iloc[0]) if t.bounds is not None and "split" in t.bounds else "-"
+    n = int(t.bounds["num_points"].iloc[-1]) if t.bounds is not None and len(t.bounds) else 0
+    return (t.config.get("data"), t.config.get("binarize"), split, n)
+
+
 def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
     page.section("What produced it", "provenance")
     rows = [
@@ -109,22 +116,34 @@ def write_report(
         summary,
         ranked=True,
         table_id="summary-table",
-        groups=[(t.config.get("data"), t.config.get("binarize")) for t in tables],
+        groups=[_comparable(t) for t in tables],
+    )
+    evaluated_on = sorted(
+        {
+            f"{len(t.points) if t.points is not None else '?'} {split} points"
+            for t in tables
+            if t.bounds is not None
+            for split in t.bounds["split"].unique()
+        }
     )
     page.paragraph(
-        "Bounds are means over the evaluated points, in nats per data point (higher is better); "
+        f"Bounds are means over the evaluated points ({', '.join(evaluated_on) or 'none'}), "
+        "in nats per data point (higher is better); "
         "log p̂(x) is IWAE at the largest k with its Monte Carlo standard error; NLL = −log p̂(x); "
         "gap = log p̂(x) − ELBO; ESS and k̂ are those of all K importance weights per point. "
         "MMD² (unbiased, Gaussian kernel, median-heuristic bandwidth; Gretton et al. 2012) "
         "compares draws x ~ p(x) with test data; 0 means indistinguishable. "
         + ranked_caption(summary.columns)
     )
-    data_keys = {(t.config.get("data"), t.config.get("binarize")) for t in tables}
-    if len(data_keys) > 1:
+    keys = {_comparable(t) for t in tables}
+    if len(keys) > 1:
         page.note(
-            "The runs model different data ("
-            + "; ".join(f"{d} binarize={b or 'none'}" for d, b in sorted(data_keys, key=str))
-            + "): their likelihoods are not comparable across those groups."
+            "The runs model different data or were evaluated on different points ("
+            + "; ".join(
+                f"{d}, binarize {b or 'none'}, {n} {split} points"
+                for d, b, split, n in sorted(keys, key=str)
+            )
+            + "): their bounds are compared (bold) only within each group."
         )
     for v in views:
         for note in v.notes:

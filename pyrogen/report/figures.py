@@ -96,6 +96,31 @@ def _figure_legend(fig: Figure, axes: Sequence[Any], ncol: int) -> None:
         )
 
 
+def _clip_early_outliers(ax: Any) -> None:
+    """Keeps the y-axis on the bulk of the curves when a few values (typically the first epoch)
+    lie far below, and says on the plot how many are cut off."""
+    values = np.concatenate([np.asarray(line.get_ydata(), dtype=float) for line in ax.lines])
+    values = values[np.isfinite(values)]
+    if values.size < 5:
+        return
+    lo, hi = np.quantile(values, 0.1), values.max()
+    if values.min() >= lo - 1.5 * (hi - lo):
+        return
+    bottom = lo - 0.5 * (hi - lo)
+    ax.set_ylim(bottom, hi + 0.05 * (hi - lo))
+    cut = int((values < bottom).sum())
+    ax.text(
+        0.98,
+        0.02,
+        f"{cut} value{'s' if cut > 1 else ''} below the axis",
+        ha="right",
+        va="bottom",
+        transform=ax.transAxes,
+        color="0.4",
+        fontsize=9,
+    )
+
+
 def learning_curves(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
     """Train (solid) and validation (dashed) ELBO per epoch, one colour per run."""
     fig, panels = _group_panels(runs, 4.2 + 0.25 * len(runs))
@@ -121,6 +146,7 @@ def learning_curves(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure
                 )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=title, xlabel="epoch", ylabel="ELBO (nats per data point)")
+        _clip_early_outliers(ax)
     fig.suptitle("Learning curves", fontsize=13)
     _figure_legend(fig, [p[0] for p in panels], ncol=min(3, len(runs)))
     return fig
