@@ -48,6 +48,10 @@ __all__ = [
 
 OBJECTIVES = ("elbo", "mean-field", "iwae", "iwae-dreg")
 SCHEDULES = ("constant", "cosine", "step")
+CHECKPOINT_EVERY_S = 600.0
+"""Also checkpoint mid-epoch when this many seconds passed since the last checkpoint (one
+process), so that a killed run with long epochs loses minutes, not an epoch; resuming mid-epoch
+is exact."""
 HISTORY_COLUMNS = [
     "epoch", "train_elbo", "train_objective", "val_elbo", "kl_weight", "lr", "skipped", "seconds",
 ]
@@ -500,6 +504,8 @@ def fit(
     step_loss = distributed.data_parallel(model, lambda m, a, b: objective_loss(
         m, a, objective, num_particles, nesting, elbo, b), probe)
     model.train()
+    periodic = ckpt_path is not None and distributed.world_size() == 1  # no collective needed
+    next_save = time.monotonic() + CHECKPOINT_EVERY_S
     try:
         with _SignalGuard() as guard, pyro.validation_enabled(False), warnings.catch_warnings():
             # fit reports a non-finite loss itself (on_nan), so Pyro's warning would repeat it
@@ -548,6 +554,9 @@ def fit(
                     if signum := distributed.max_over_ranks(guard.signum):
                         checkpoint(epoch, step + 1)
                         raise Interrupted(signum)
+                    if periodic and time.monotonic() >= next_save:
+                        checkpoint(epoch, step + 1)
+                        next_save = time.monotonic() + CHECKPOINT_EVERY_S
                 tick = time.perf_counter()
                 model.eval()
                 val = distributed.sharded_mean(
@@ -576,6 +585,7 @@ def fit(
                     else:
                         since_best += 1
                 checkpoint(epoch + 1, 0)
+                next_save = time.monotonic() + CHECKPOINT_EVERY_S
                 if signum := distributed.max_over_ranks(guard.signum):
                     raise Interrupted(signum)
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 import torch
 
+import pyrogen.train
 from pyrogen import cli
 from pyrogen.data import load_dataset
 from pyrogen.train import load_checkpoint
@@ -165,6 +166,28 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     state = load_checkpoint(run / "checkpoint.pt")
     assert (state["epoch"], state["step"]) == (1, 0)
     assert_same_run(run, tmp_path / "one")  # the last good checkpoint: after epoch 1
+
+
+def test_mid_epoch_checkpoints_keep_the_last_good_step_and_resume_exactly(
+    model_file: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a checkpoint after every step (the time-based cadence set to zero), a NaN stop keeps
+    the checkpoint of the step before it, and resuming from there (mid-epoch) is exact."""
+    torch.set_num_threads(1)
+    monkeypatch.setattr(pyrogen.train, "CHECKPOINT_EVERY_S", 0.0)
+    batch = 256
+    per_epoch = steps_per_epoch(batch)
+    options = ("--epochs", "3", "--batch-size", str(batch))
+    assert cli.main(train(model_file, tmp_path / "reference", *options)) == 0
+
+    monkeypatch.setenv("TEST_NAN_AT", str(per_epoch + 2))  # epoch 2, step 3
+    run = tmp_path / "run"
+    assert cli.main(train(model_file, run, *options)) == 2
+    state = load_checkpoint(run / "checkpoint.pt")
+    assert (state["epoch"], state["step"]) == (1, 2)  # after step 2 of epoch 2
+    monkeypatch.delenv("TEST_NAN_AT")
+    assert cli.main(["train", "--resume", "--out", str(run), "--quiet"]) == 0
+    assert_same_run(run, tmp_path / "reference")
 
 
 def test_nan_loss_skip_counts_the_batch(
