@@ -223,7 +223,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
         saved = read_config(args.out)
         if not (Path(args.out) / "checkpoint.pt").is_file():
-            raise RunDirError(f"{args.out} has no checkpoint.pt to resume from")
+            raise RunDirError(f"{args.out} has no checkpoint.pt to resume from (it stopped "
+                              "before its first one): start it again with --overwrite")
         return _train_from_config(saved, Path(args.out), resume=True, epochs=explicit_epochs,
                                   quiet=args.quiet)
     if args.model is None:

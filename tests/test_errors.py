@@ -483,7 +483,10 @@ def cases() -> list:
         ),
         "resume-without-checkpoint": lambda t, r: (
             (copy_run(r, t) / "checkpoint.pt").unlink(),
-            C(["train", "--resume", "--out", str(t / "run")], expect=("no checkpoint.pt",)),
+            C(
+                ["train", "--resume", "--out", str(t / "run")],
+                expect=("no checkpoint.pt", "--overwrite"),
+            ),
         )[1],
         "resume-and-overwrite": lambda t, r: C(
             ["train", "--resume", "--overwrite", "--out", str(copy_run(r, t))],
