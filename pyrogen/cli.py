@@ -357,12 +357,21 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     points = ev.points.copy()
     if y is not None:
         points.insert(0, "label", y.numpy())
+    exact_fn = getattr(run.model, "exact_log_likelihood", None)
+    if callable(exact_fn):  # ground truth, where the model has it (PPCA)
+        points["exact_log_px"] = exact_fn(x).double().cpu().numpy()
+        summary["exact"] = points["exact_log_px"].mean()
     if distributed.is_main():
         _write_csv(summary, run.path / "bounds.csv")
         _write_csv(points, run.path / "points.csv", index=True)
     print(f"bounds on {len(x)} {args.split} points of {cfg['data']} "
           f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):")
     print(format_summary(summary))
+    if "exact" in summary:
+        top = summary.iloc[-1]
+        print(f"exact log p(x) (closed form): {top['exact']:.4f}; log p^(x) - exact = "
+              f"{top['estimate'] - top['exact']:+.4f} nats (Monte Carlo se {top['stderr']:.4f}); "
+              f"ELBO - exact = {summary.iloc[0]['estimate'] - top['exact']:+.4f} nats")
     return summary
 
 

@@ -75,7 +75,10 @@ def load_model_class(spec: str) -> tuple[type[GenerativeModel], Path]:
                 f"({', '.join(zoo_models()) or 'none found in ' + str(zoo_dir())})"
             )
     if not path.is_file():
-        raise ContractError(f"model file {path} does not exist")
+        hint = ""
+        if (zoo_dir() / path.name).is_file():
+            hint = f" (the zoo's copy is found by name: {path.stem})"
+        raise ContractError(f"model file {path} does not exist{hint}")
     if path.suffix != ".py":
         raise ContractError(f"model file {path} is not a Python file (.py)")
     path = path.resolve()
