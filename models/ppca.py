@@ -113,7 +113,9 @@ def main(args: list[str] | None = None) -> None:
     ns, rest = parser.parse_known_args(args)
     cli_args = ["run", __file__ + ":PPCA", "--data", ns.data, "--epochs", str(ns.epochs),
                 "--latent-dim", str(ns.latent_dim), "--binarize", "none", *rest]
-    raise SystemExit(pyrogen.cli.main(cli_args))
+    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(cli.main(cli_args))
 
 
 if __name__ == "__main__":

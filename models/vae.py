@@ -81,7 +81,9 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=30)
     ns, rest = parser.parse_known_args(args)
     cli_args = ["run", __file__ + ":VAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    raise SystemExit(pyrogen.cli.main(cli_args))
+    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(cli.main(cli_args))
 
 
 if __name__ == "__main__":
