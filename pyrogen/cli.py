@@ -251,7 +251,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
     if binarize == "dynamic":
         probe = torch.bernoulli(probe, generator=torch.Generator(device).manual_seed(args.seed))
     check_model(model, probe, *((train.y[:8].to(device),) if labelled else ()),
-                per_datapoint=True)  # validation and evaluation weigh each point
+                per_datapoint=True,  # validation and evaluation weigh each point
+                all_rows=train.x.to(device) if binarize != "dynamic" else None)
 
     out = Path(args.out) if args.out else Path("runs") / (
         f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -346,7 +347,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     device = _resolve_device(getattr(args, "device", "cpu"))
     run.model.to(device)
     x, extra = x.to(device), tuple(e.to(device) for e in extra)
-    check_model(run.model, x[:8], *(e[:8] for e in extra), per_datapoint=True)
+    check_model(run.model, x[:8], *(e[:8] for e in extra), per_datapoint=True, all_rows=x)
     seed_everything(getattr(args, "seed", 0))
     quiet = getattr(args, "quiet", False)
     ev = evaluate(run.model.model, run.model.guide, x, *extra, ks=ks,

@@ -151,6 +151,7 @@ def check_model(
     *args: Any,
     guide: Callable | None = None,
     per_datapoint: bool = False,
+    all_rows: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> SiteInfo:
     """Runs model and guide once on ``x`` and checks the pair keeps the contract.
@@ -162,6 +163,8 @@ def check_model(
         guide: the guide callable when ``model`` is a plain callable.
         per_datapoint: also require every latent site to sit inside the data plate, as
             per-datapoint importance weights need.
+        all_rows: the whole data set of which ``x`` is the first rows; where the model observes
+            the data as given, every row is checked against the observation's support.
 
     Returns:
         :class:`SiteInfo` with the latent and observed site names and the plate layout.
@@ -265,6 +268,11 @@ def check_model(
         site = model_tr.nodes[name]
         fn, value = site["fn"], site["value"]
         ok = fn.support.check(value)
+        if all_rows is not None and value.shape == x.shape and torch.equal(value, x):
+            try:  # the data are observed as given: check every row, not only the probe's
+                ok, value = fn.support.check(all_rows), all_rows
+            except (RuntimeError, ValueError):  # a support that depends on the batch
+                pass
         if not bool(ok.all()):
             base = fn.support
             while hasattr(base, "base_constraint"):  # .to_event(): check element by element

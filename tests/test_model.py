@@ -143,3 +143,11 @@ def test_default_sample_draws_the_observation_mean():
     x = m.sample(7)
     assert x.shape == (7, 6)
     assert bool(((x > 0) & (x < 1)).all())  # Bernoulli means, not draws
+
+
+def test_grey_levels_beyond_the_probe_rows_are_found_in_the_whole_data():
+    x = binary(n=50)
+    x[[17, 42], 0] = 0.5
+    pyrogen.check_model(Pair(), x[:8])  # the probe alone looks fine
+    with pytest.raises(ContractError, match=r"rows 17, 42; grey levels need binarizing"):
+        pyrogen.check_model(Pair(), x[:8], all_rows=x)
