@@ -3,11 +3,10 @@ r"""Data-parallel training speed: examples per second of ``pyrogen.fit`` in 1 an
 Every configuration trains the same MLP VAE (``models/vae.py``, 784-400-20, Bernoulli likelihood,
 Trace_ELBO, Adam) on the same binary rows with the same *global* batch size, so each optimizer step
 is the same computation; with P processes each rank computes the ELBO of B/P points and DDP
-all-reduces the 2 x (784*400 + 400*40 + 20*400 + 400*784) ~ 0.65 M gradient entries over gloo.
+all-reduces the 784*400 + 400*40 + 20*400 + 400*784 + biases ~ 0.65 M gradient entries over gloo.
 A configuration ``PxT`` runs P processes with T torch threads each (``torch.set_num_threads``,
-intra-op); ``1x1`` against ``2x1`` is the fair comparison (the same two cores of work budget
-only when the machine has them free), ``1x2`` gives the single process the same number of threads
-as the two processes together.
+intra-op): ``2x1`` against ``1x1`` is what a second process buys, ``2x1`` against ``1x2`` compares
+two processes with one process given the same number of threads.
 
 Each run is a fresh set of processes started by ``torch.multiprocessing.spawn`` with the
 environment torchrun sets (gloo, a free localhost port); it calls ``pyrogen.fit`` for

@@ -383,7 +383,8 @@ def fit(
         model: the :class:`GenerativeModel` to train (in place).
         train_x: training data [N, D]; ``val_x`` optional validation data.
         epochs: number of passes over ``train_x`` (the total, also when resuming).
-        batch_size: minibatch size.
+        batch_size: minibatch size; under torch.distributed (torchrun), the global batch, split
+            across the ranks (see :mod:`pyrogen.distributed`).
         lr: Adam's learning rate.
         objective: ``elbo`` (Trace_ELBO), ``mean-field`` (TraceMeanField_ELBO), ``iwae`` or
             ``iwae-dreg``.
