@@ -477,7 +477,8 @@ def fit(
     probe = (probe_x,) if not labelled else (probe_x, train_y[:probe_n])
     # validation and the IWAE objectives need one importance weight per data point
     info = check_model(model, *probe,
-                       per_datapoint=val_x is not None or objective.startswith("iwae"))
+                       per_datapoint=val_x is not None or objective.startswith("iwae"),
+                       all_rows=train_x if binarize != "dynamic" else None)
     nesting = info.max_plate_nesting
     seed_everything(seed)
     distributed.seed_rank(seed)  # binarization and guide noise: one stream per rank
