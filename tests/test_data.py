@@ -20,15 +20,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pyrogen import data
 from pyrogen.data import (
     DATASETS,
     Dataset,
     binarize_dynamic,
     binarize_static,
+    datasets,
     find_idx_files,
+    idx,
     load_dataset,
     read_idx,
+    sources,
     write_idx,
 )
 from pyrogen.errors import DataError, PyrogenError
@@ -44,7 +46,7 @@ def _isolated(monkeypatch, tmp_path):
     def no_network(url, timeout):
         raise AssertionError(f"test tried to open {url}")
 
-    monkeypatch.setattr(data, "_open_url", no_network)
+    monkeypatch.setattr(sources, "_open_url", no_network)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
@@ -256,13 +258,13 @@ def test_idx_images_and_labels_must_agree(tmp_path):
 def test_idx_arrays_are_cached_in_process(tmp_path, monkeypatch):
     _write_fake_idx_set(tmp_path)
     calls = []
-    real_read_idx = data.read_idx
+    real_read_idx = idx.read_idx
 
     def counting_read_idx(path):
         calls.append(Path(path).name)
         return real_read_idx(path)
 
-    monkeypatch.setattr(data, "read_idx", counting_read_idx)
+    monkeypatch.setattr(idx, "read_idx", counting_read_idx)
     load_dataset("mnist", "train", root=tmp_path)
     assert len(calls) == 2
     load_dataset("mnist", "val", root=tmp_path)
@@ -291,7 +293,7 @@ def test_missing_mnist_says_how_to_get_it(tmp_path, _isolated):
 
 
 def test_missing_fashion_mnist_suggests_the_debian_package(tmp_path, monkeypatch):
-    monkeypatch.setitem(data._SYSTEM_DIRS, "fashion-mnist", (tmp_path / "not-installed",))
+    monkeypatch.setitem(sources._SYSTEM_DIRS, "fashion-mnist", (tmp_path / "not-installed",))
     with pytest.raises(DataError) as info:
         load_dataset("fashion-mnist", download=False)
     message = str(info.value)
@@ -308,7 +310,7 @@ def test_failed_download_raises_instructions_and_leaves_nothing(monkeypatch, _is
         opened.append((url, timeout))
         raise urllib.error.URLError("Name or service not known")
 
-    monkeypatch.setattr(data, "_open_url", offline)
+    monkeypatch.setattr(sources, "_open_url", offline)
     with pytest.raises(DataError) as info:
         load_dataset("mnist", download=True)
     message = str(info.value)
@@ -327,9 +329,9 @@ def _fake_download_source(tmp_path: Path) -> dict[str, bytes]:
 def test_download_verifies_md5_and_renames(monkeypatch, tmp_path, _isolated):
     blobs = _fake_download_source(tmp_path)
     checksums = {name: hashlib.md5(blob).hexdigest() for name, blob in blobs.items()}
-    monkeypatch.setitem(data._MD5, "mnist", checksums)
+    monkeypatch.setitem(sources._MD5, "mnist", checksums)
     monkeypatch.setattr(
-        data, "_open_url", lambda url, timeout: io.BytesIO(blobs[url.split("/")[-1]])
+        sources, "_open_url", lambda url, timeout: io.BytesIO(blobs[url.split("/")[-1]])
     )
     dataset = load_dataset("mnist", "all", download=True)
     assert len(dataset) == 20
@@ -340,9 +342,9 @@ def test_download_verifies_md5_and_renames(monkeypatch, tmp_path, _isolated):
 def test_download_with_wrong_md5_is_deleted(monkeypatch, tmp_path, _isolated):
     blobs = _fake_download_source(tmp_path)
     checksums = {name: "0" * 32 for name in blobs}
-    monkeypatch.setitem(data._MD5, "mnist", checksums)
+    monkeypatch.setitem(sources._MD5, "mnist", checksums)
     monkeypatch.setattr(
-        data, "_open_url", lambda url, timeout: io.BytesIO(blobs[url.split("/")[-1]])
+        sources, "_open_url", lambda url, timeout: io.BytesIO(blobs[url.split("/")[-1]])
     )
     with pytest.raises(DataError) as info:
         load_dataset("mnist", download=True)
@@ -356,8 +358,8 @@ def test_download_with_wrong_md5_is_deleted(monkeypatch, tmp_path, _isolated):
 
 def test_known_checksums_cover_all_files():
     for name in ("fashion-mnist", "mnist"):
-        assert sorted(data._MD5[name]) == sorted(f"{s}.gz" for s in data._IDX_NAMES.values())
-        assert all(len(md5) == 32 for md5 in data._MD5[name].values())
+        assert sorted(sources._MD5[name]) == sorted(f"{s}.gz" for s in sources._IDX_NAMES.values())
+        assert all(len(md5) == 32 for md5 in sources._MD5[name].values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,14 +437,14 @@ def test_digits_splits_are_deterministic_and_test_ignores_seed():
 @pytest.mark.parametrize("n", [0, 1, 7, 100, 1797])
 @pytest.mark.parametrize("seed", [0, 5])
 def test_split_indices_partition(n, seed):
-    train = data._train_val_indices(n, "train", 0.1, seed, "x") if n else np.arange(0)
+    train = datasets._train_val_indices(n, "train", 0.1, seed, "x") if n else np.arange(0)
     parts = [train]
     if round(n * 0.1):
-        parts.append(data._train_val_indices(n, "val", 0.1, seed, "x"))
+        parts.append(datasets._train_val_indices(n, "val", 0.1, seed, "x"))
     joined = np.concatenate(parts)
     assert sorted(joined.tolist()) == list(range(n))
     if n:
-        test, rest = data._holdout_indices(n, 0.2, "x")
+        test, rest = datasets._holdout_indices(n, 0.2, "x")
         assert sorted(np.concatenate([test, rest]).tolist()) == list(range(n))
 
 

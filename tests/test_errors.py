@@ -560,7 +560,7 @@ def test_bad_input_fails_clearly(
             raise NoNetwork(f"no network in tests ({url})")
         return io.BytesIO(case.url_bytes)
 
-    monkeypatch.setattr(pyrogen.data, "_open_url", fake_url)
+    monkeypatch.setattr(pyrogen.data.sources, "_open_url", fake_url)
     before = snapshot(tmp_path)
     capsys.readouterr()
 
