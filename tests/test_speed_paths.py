@@ -35,7 +35,7 @@ from vae import VAE  # noqa: E402
 
 
 class TwoLevel(pyrogen.GenerativeModel):
-    """z2 -> z1 -> x with a masked, scaled observation: more sites than the VAE, same contract."""
+    """z2 -> z1 -> x with a scaled observation: more sites than the VAE, the same contract."""
 
     def __init__(self, data_dim: int) -> None:
         super().__init__()
