@@ -19,6 +19,6 @@ os.environ.setdefault("PYROGEN_MODELS", str(ROOT / "models"))
 def _seed_and_clear() -> None:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)  # seeds torch, numpy and random
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # tiny models: threads only add overhead on a shared 2-core box
     yield
     pyro.clear_param_store()
