@@ -62,10 +62,10 @@ class PPCA(pyrogen.GenerativeModel):
 
     def model(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
-            z = pyro.sample(
-                "z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1)
+            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
+            pyro.sample(
+                "x", dist.Normal(z @ self.weight.T + self.loc, self.sigma).to_event(1), obs=x
             )
-            pyro.sample("x", dist.Normal(z @ self.weight.T + self.loc, self.sigma).to_event(1), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
         with pyro.plate("data", x.shape[0]):
@@ -111,8 +111,19 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--latent-dim", type=int, default=2)
     ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":PPCA", "--data", ns.data, "--epochs", str(ns.epochs),
-                "--latent-dim", str(ns.latent_dim), "--binarize", "none", *rest]
+    cli_args = [
+        "run",
+        __file__ + ":PPCA",
+        "--data",
+        ns.data,
+        "--epochs",
+        str(ns.epochs),
+        "--latent-dim",
+        str(ns.latent_dim),
+        "--binarize",
+        "none",
+        *rest,
+    ]
     from pyrogen import cli  # the command line is not imported by `import pyrogen`
 
     raise SystemExit(cli.main(cli_args))

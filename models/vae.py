@@ -45,8 +45,14 @@ class VAE(pyrogen.GenerativeModel):
         activation: hidden activation (relu, tanh, ...).
     """
 
-    def __init__(self, data_dim: int, latent_dim: int = 20, hidden_dims: Sequence[int] = (400,),
-                 likelihood: str = "bernoulli", activation: str = "relu") -> None:
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int = 20,
+        hidden_dims: Sequence[int] = (400,),
+        likelihood: str = "bernoulli",
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got '{likelihood}'")

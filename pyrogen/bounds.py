@@ -7,10 +7,12 @@ For a data point x and guide draws z_1..z_K ~ q_phi(. | x), the log-weights are
 From one pool of K weights per point this module computes the ELBO (E[w]), the importance-weighted
 bounds IWAE_k = E[log (1/k) sum_{j<=k} exp(w_j)] for several k (Burda et al., 2015), each from
 disjoint groups of the pool so that each gets a Monte Carlo standard error, the estimate
-log p^(x) = IWAE_K, the effective sample size and the Pareto k-hat of the weights (Yao et al., 2018).
+log p^(x) = IWAE_K, the effective sample size and the Pareto k-hat of the weights
+(Yao et al., 2018).
 
 Pyro's ``Importance``, ``vectorized_importance_weights`` and ``psis_diagnostic`` sum the log-weights
-over the batch and so estimate the joint log p(x_1..x_B); here every data point keeps its own weights.
+over the batch and so estimate the joint log p(x_1..x_B); here every data point keeps its own
+weights.
 
 References:
     | Importance Weighted Autoencoders (Burda et al., 2015) | https://arxiv.org/abs/1509.00519
@@ -24,7 +26,6 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-import arviz as az
 import numpy as np
 import pandas as pd
 import pyro
@@ -80,7 +81,8 @@ def _site_log_prob(site: dict, nesting: int, who: str) -> torch.Tensor:
     if not data_frames:
         kind = "observed" if site["is_observed"] else "latent"
         raise ContractError(
-            f"{kind} site '{site['name']}' of the {who} is outside pyro.plate('{DATA_PLATE}', ...): "
+            f"{kind} site '{site['name']}' of the {who} is outside "
+            f"pyro.plate('{DATA_PLATE}', ...): "
             "per-datapoint weights need every site inside the data plate"
         )
     lp = site["fn"].log_prob(site["value"])
@@ -98,8 +100,9 @@ def _site_log_prob(site: dict, nesting: int, who: str) -> torch.Tensor:
     return lp
 
 
-def log_density(trace: poutine.Trace, nesting: int, who: str,
-                observed: bool = True) -> torch.Tensor:
+def log_density(
+    trace: poutine.Trace, nesting: int, who: str, observed: bool = True
+) -> torch.Tensor:
     """Sum of a trace's site log-densities per particle and data point: [particles, data]."""
     names = latent_sites(trace) + (observed_sites(trace) if observed else [])
     terms = [_site_log_prob(trace.nodes[name], nesting, who) for name in names]
@@ -112,10 +115,15 @@ def log_density(trace: poutine.Trace, nesting: int, who: str,
 
 
 def trace_pair(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, size: int, nesting: int,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    size: int,
+    nesting: int,
     subsample: poutine.Trace | None = None,
 ) -> tuple[poutine.Trace, poutine.Trace]:
-    """Traces the guide under a vectorized particle plate of ``size`` and replays the model on it."""
+    """Traces the guide under a vectorized plate of ``size`` particles; replays the model on it."""
     dim = -(nesting + 1)
     vguide = _in_particle_plate(guide, size, dim)
     if subsample is not None:
@@ -156,8 +164,9 @@ class _SiteRecorder(Messenger):
 
     def latent(self) -> list[dict]:
         """Unobserved sample sites, plates' subsample sites excluded (as ``latent_sites``)."""
-        return [m for m in self.sites
-                if not m["is_observed"] and type(m["fn"]).__name__ != "_Subsample"]
+        return [
+            m for m in self.sites if not m["is_observed"] and type(m["fn"]).__name__ != "_Subsample"
+        ]
 
     def observed(self) -> list[dict]:
         return [m for m in self.sites if m["is_observed"]]
@@ -177,7 +186,12 @@ def _sum_log_probs(sites: list[dict], nesting: int, who: str) -> torch.Tensor:
 
 
 def _chunk_weights(
-    model: Callable, guide: Callable, args: tuple, kwargs: dict, size: int, nesting: int,
+    model: Callable,
+    guide: Callable,
+    args: tuple,
+    kwargs: dict,
+    size: int,
+    nesting: int,
     subsample: dict[str, dict] | None,
 ) -> tuple[torch.Tensor, _SiteRecorder]:
     # trace_pair and log_density with a _SiteRecorder: the same sites, values and sums
@@ -264,8 +278,11 @@ def log_weights(
 
 def _subsample_sites(run: _SiteRecorder) -> dict[str, dict]:
     """The plates' subsample indices of a run, to replay so every chunk sees the same points."""
-    return {m["name"]: m for m in run.sites
-            if type(m["fn"]).__name__ == "_Subsample" and m["name"] != PARTICLE_PLATE}
+    return {
+        m["name"]: m
+        for m in run.sites
+        if type(m["fn"]).__name__ == "_Subsample" and m["name"] != PARTICLE_PLATE
+    }
 
 
 def iwae(lw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,11 +325,13 @@ def _group_ess(lw: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pareto_khat(lw: torch.Tensor) -> np.ndarray:
-    """Pareto k-hat of each point's K weights (PSIS via ArviZ); below 0.5 good, above 0.7 unreliable.
+    """Pareto k-hat of each point's K weights (PSIS, ArviZ): < 0.5 good, > 0.7 unreliable.
 
     Identical weights have no tail; ArviZ's fit returns -inf or nan for them, reported here as
     ``-inf`` (a perfectly reliable estimate).
     """
+    import arviz as az  # slow to import: only where k-hat is computed
+
     arr = lw.double().T.cpu().numpy()
     constant = np.ptp(arr, axis=1) < 1e-9
     with np.errstate(all="ignore"):
@@ -446,7 +465,8 @@ def evaluate(
             round-robin across ranks and every rank returns the whole gathered result.
 
     Returns:
-        :class:`Evaluation` with ``points`` (one row per data point) and ``summary`` (one row per k).
+        :class:`Evaluation` with ``points`` (one row per data point) and ``summary`` (one row
+        per k).
     """
     ks = parse_ks(ks)
     num = num_particles or ks[-1]
@@ -469,7 +489,11 @@ def evaluate(
             torch.manual_seed(seed * 1_000_003 + s)
         batch = (x[s : s + batch_size], *(a[s : s + batch_size] for a in args))
         lw = log_weights(
-            model, guide, *batch, num_particles=num, chunk_size=chunk_size,
+            model,
+            guide,
+            *batch,
+            num_particles=num,
+            chunk_size=chunk_size,
             max_plate_nesting=nesting,
         )
         tables.append((s, estimate(lw, ks)))

@@ -12,10 +12,10 @@ import os
 import shutil
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import torch
 
 from pyrogen import distributed
@@ -24,9 +24,29 @@ from pyrogen.errors import ConfigError, PyrogenError, RunDirError
 __all__ = ["main"]
 
 TRAIN_KEYS = {
-    "data", "epochs", "batch_size", "lr", "objective", "particles", "latent_dim", "hidden_dims",
-    "likelihood", "seed", "out", "binarize", "val_fraction", "lr_schedule", "kl_warmup",
-    "clip_norm", "patience", "on_nan", "device", "quiet", "ks", "eval_particles", "split",
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "objective",
+    "particles",
+    "latent_dim",
+    "hidden_dims",
+    "likelihood",
+    "seed",
+    "out",
+    "binarize",
+    "val_fraction",
+    "lr_schedule",
+    "kl_warmup",
+    "clip_norm",
+    "patience",
+    "on_nan",
+    "device",
+    "quiet",
+    "ks",
+    "eval_particles",
+    "split",
     "limit",
 }
 
@@ -38,40 +58,69 @@ def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got '{text}'"
+        ) from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
     return values
 
 
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ks", default="1,10,100,1000",
-                   help="k of the IWAE bounds, comma-separated; 1 is the ELBO (default %(default)s)")
-    p.add_argument("--eval-particles", type=int, default=None,
-                   help="pool size K per data point (default: the largest k)")
-    p.add_argument("--split", default="test", choices=["test", "val", "train"],
-                   help="data split to evaluate (default %(default)s)")
+    p.add_argument(
+        "--ks",
+        default="1,10,100,1000",
+        help="k of the IWAE bounds, comma-separated; 1 is the ELBO (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval-particles",
+        type=int,
+        default=None,
+        help="pool size K per data point (default: the largest k)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "val", "train"],
+        help="data split to evaluate (default %(default)s)",
+    )
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N points")
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None,
-                   help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae); "
-                   "with --resume, read from the run's config.json")
-    p.add_argument("--data", default="digits",
-                   help="digits, fashion-mnist, mnist, or a .npy/.npz/.csv/.pt file")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"default {DEFAULT_EPOCHS}; with --resume, the run's own")
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae); "
+        "with --resume, read from the run's config.json",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits, fashion-mnist, mnist, or a .npy/.npz/.csv/.pt file",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_EPOCHS}; with --resume, the run's own",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--objective", default="elbo",
-                   help="elbo (Trace_ELBO), mean-field, iwae or iwae-dreg")
+    p.add_argument(
+        "--objective", default="elbo", help="elbo (Trace_ELBO), mean-field, iwae or iwae-dreg"
+    )
     p.add_argument("--particles", type=int, default=1, help="ELBO particles, or k for IWAE")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--hidden-dims", type=_int_list, default=None, help="e.g. 400 or 200,200")
     p.add_argument("--likelihood", default=None, help="bernoulli or gaussian (models that take it)")
-    p.add_argument("--binarize", default=None, choices=["dynamic", "static", "none"],
-                   help="default: dynamic for digits/mnist/fashion-mnist, none for files")
+    p.add_argument(
+        "--binarize",
+        default=None,
+        choices=["dynamic", "static", "none"],
+        help="default: dynamic for digits/mnist/fashion-mnist, none for files",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--lr-schedule", default="constant", help="constant, cosine or step")
     p.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
@@ -83,8 +132,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="N > 1: data parallel in N processes on this machine (through torchrun)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="N > 1: data parallel in N processes on this machine (through torchrun)",
+    )
     p.add_argument("--config", default=None, help="a TOML file of these options")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -111,8 +164,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--nproc", type=int, default=None,
-                   help="N > 1: shard the points over N processes (through torchrun)")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="N > 1: shard the points over N processes (through torchrun)",
+    )
 
     p = sub.add_parser("compare", help="put evaluated runs side by side")
     p.add_argument("runs", nargs="+")
@@ -127,20 +184,29 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="write the HTML/Markdown report of one or more runs")
     p.add_argument("runs", nargs="+")
-    p.add_argument("--out", default=None,
-                   help="HTML file (default RUN/report.html for one run, else report.html)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="HTML file (default RUN/report.html for one run, else report.html)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the model samples")
-    p.add_argument("--mmd-samples", type=int, default=1000,
-                   help="model samples and test points compared by MMD² (default %(default)s)")
+    p.add_argument(
+        "--mmd-samples",
+        type=int,
+        default=1000,
+        help="model samples and test points compared by MMD² (default %(default)s)",
+    )
     for a in (parser, *sub.choices.values()):
         if a is not parser:
-            a.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                           help=argparse.SUPPRESS)  # keeps `pyrogen --debug CMD` in effect
+            a.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )  # keeps `pyrogen --debug CMD` in effect
     return parser
 
 
-def _apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
-                  argv: list[str]) -> argparse.Namespace:
+def _apply_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]
+) -> argparse.Namespace:
     """Options from --config FILE.toml, overridden by those given on the command line."""
     path = Path(args.config)
     if not path.is_file():
@@ -156,8 +222,10 @@ def _apply_config(args: argparse.Namespace, parser: argparse.ArgumentParser,
 
         close = [m for k in unknown for m in difflib.get_close_matches(k, TRAIN_KEYS, 1, 0.5)]
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ConfigError(f"config file {path} has unknown keys: {', '.join(unknown)} "
-                          f"({hint}known: {', '.join(sorted(TRAIN_KEYS))})")
+        raise ConfigError(
+            f"config file {path} has unknown keys: {', '.join(unknown)} "
+            f"({hint}known: {', '.join(sorted(TRAIN_KEYS))})"
+        )
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     for key, value in values.items():
         if key not in given:
@@ -192,8 +260,9 @@ def _check_train_options(args: argparse.Namespace) -> None:
     from pyrogen.train import OBJECTIVES
 
     if args.objective not in OBJECTIVES:
-        raise ConfigError(f"unknown objective '{args.objective}': choose one of "
-                          f"{', '.join(OBJECTIVES)}")
+        raise ConfigError(
+            f"unknown objective '{args.objective}': choose one of {', '.join(OBJECTIVES)}"
+        )
     if not 0 < args.val_fraction < 1:
         raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
 
@@ -202,8 +271,10 @@ def _load_splits(name: str, binarize: str, val_fraction: float, seed: int) -> di
     from pyrogen.data import load_dataset
 
     b = None if binarize == "none" else binarize
-    return {split: load_dataset(name, split, binarize=b, val_fraction=val_fraction, seed=seed)
-            for split in ("train", "val")}
+    return {
+        split: load_dataset(name, split, binarize=b, val_fraction=val_fraction, seed=seed)
+        for split in ("train", "val")
+    }
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
@@ -223,20 +294,28 @@ def cmd_train(args: argparse.Namespace) -> Path:
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
         saved = read_config(args.out)
         if not (Path(args.out) / "checkpoint.pt").is_file():
-            raise RunDirError(f"{args.out} has no checkpoint.pt to resume from (it stopped "
-                              "before its first one): start it again with --overwrite")
-        return _train_from_config(saved, Path(args.out), resume=True, epochs=explicit_epochs,
-                                  quiet=args.quiet)
+            raise RunDirError(
+                f"{args.out} has no checkpoint.pt to resume from (it stopped "
+                "before its first one): start it again with --overwrite"
+            )
+        return _train_from_config(
+            saved, Path(args.out), resume=True, epochs=explicit_epochs, quiet=args.quiet
+        )
     if args.model is None:
-        raise ConfigError("give the MODEL to train (a .py file or a zoo name such as vae); "
-                          "only --resume reads it from the run directory")
+        raise ConfigError(
+            "give the MODEL to train (a .py file or a zoo name such as vae); "
+            "only --resume reads it from the run directory"
+        )
 
     cls, model_file = load_model_class(args.model)
     binarize = args.binarize or _default_binarize(args.data)
     data = _load_splits(args.data, binarize, args.val_fraction, args.seed)
     train = data["train"]
-    options = {"latent_dim": args.latent_dim, "hidden_dims": args.hidden_dims,
-               "likelihood": args.likelihood}
+    options = {
+        "latent_dim": args.latent_dim,
+        "hidden_dims": args.hidden_dims,
+        "likelihood": args.likelihood,
+    }
     if train.num_classes is not None:
         options["num_classes"] = train.num_classes
     seed_everything(args.seed)  # the initial weights depend on the seed alone
@@ -245,24 +324,33 @@ def cmd_train(args: argparse.Namespace) -> Path:
     model.to(device)
     labelled = wants_labels(model.model)
     if labelled and train.y is None:
-        raise ConfigError(f"{cls.__name__} is conditional (model(x, y)) but {args.data} has no "
-                          "labels")
+        raise ConfigError(
+            f"{cls.__name__} is conditional (model(x, y)) but {args.data} has no labels"
+        )
     probe = train.x[:8].to(device)
     if binarize == "dynamic":
         probe = torch.bernoulli(probe, generator=torch.Generator(device).manual_seed(args.seed))
-    check_model(model, probe, *((train.y[:8].to(device),) if labelled else ()),
-                per_datapoint=True,  # validation and evaluation weigh each point
-                all_rows=train.x.to(device) if binarize != "dynamic" else None)
+    check_model(
+        model,
+        probe,
+        *((train.y[:8].to(device),) if labelled else ()),
+        per_datapoint=True,  # validation and evaluation weigh each point
+        all_rows=train.x.to(device) if binarize != "dynamic" else None,
+    )
 
-    out = Path(args.out) if args.out else Path("runs") / (
-        f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs")
+        / (f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     out = Path(distributed.from_main(str(out)))  # ranks may read the clock a second apart
     replaced = None  # the run that --overwrite replaces: kept until the new one has a checkpoint
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
-            raise RunDirError(f"{out} already exists; use --resume to continue it or "
-                              "--overwrite to replace it")
+            raise RunDirError(
+                f"{out} already exists; use --resume to continue it or --overwrite to replace it"
+            )
         distributed.barrier()  # every rank has looked before rank 0 removes it
         if distributed.is_main():
             replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
@@ -270,22 +358,46 @@ def cmd_train(args: argparse.Namespace) -> Path:
     distributed.barrier()
     config = {
         "command": " ".join(["pyrogen", *sys.argv[1:]]) if sys.argv else "",
-        "model_spec": args.model, "model_file": str(model_file), "model_class": cls.__name__,
+        "model_spec": args.model,
+        "model_file": str(model_file),
+        "model_class": cls.__name__,
         "model_options": {k: v for k, v in options.items() if v is not None},
-        "data": args.data, "data_dim": train.data_dim, "image_shape": train.image_shape,
-        "num_classes": train.num_classes, "val_fraction": args.val_fraction,
-        "device": str(device), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "data": args.data,
+        "data_dim": train.data_dim,
+        "image_shape": train.image_shape,
+        "num_classes": train.num_classes,
+        "val_fraction": args.val_fraction,
+        "device": str(device),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "world_size": distributed.world_size(),
     }
-    settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                    objective=args.objective, num_particles=args.particles, seed=args.seed,
-                    binarize=None if binarize == "none" else binarize,
-                    lr_schedule=args.lr_schedule, kl_warmup=args.kl_warmup,
-                    clip_norm=args.clip_norm, patience=args.patience, on_nan=args.on_nan)
+    settings = dict(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        objective=args.objective,
+        num_particles=args.particles,
+        seed=args.seed,
+        binarize=None if binarize == "none" else binarize,
+        lr_schedule=args.lr_schedule,
+        kl_warmup=args.kl_warmup,
+        clip_norm=args.clip_norm,
+        patience=args.patience,
+        on_nan=args.on_nan,
+    )
     try:
-        fit(model, train.x, data["val"].x, out=out, config=config,
-            train_y=train.y if labelled else None, val_y=data["val"].y if labelled else None,
-            progress=None if not args.quiet else False, device=device, **settings)
+        fit(
+            model,
+            train.x,
+            data["val"].x,
+            out=out,
+            config=config,
+            train_y=train.y if labelled else None,
+            val_y=data["val"].y if labelled else None,
+            progress=None if not args.quiet else False,
+            device=device,
+            **settings,
+        )
     except BaseException:
         if not (out / "checkpoint.pt").exists():
             shutil.rmtree(out, ignore_errors=True)
@@ -298,8 +410,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
     return out
 
 
-def _train_from_config(saved: dict, out: Path, resume: bool, epochs: int | None,
-                       quiet: bool) -> Path:
+def _train_from_config(
+    saved: dict, out: Path, resume: bool, epochs: int | None, quiet: bool
+) -> Path:
     from pyrogen.model import wants_labels
     from pyrogen.runs import build_model, load_model_class
     from pyrogen.train import fit
@@ -308,15 +421,36 @@ def _train_from_config(saved: dict, out: Path, resume: bool, epochs: int | None,
     model = build_model(cls, saved["data_dim"], **saved.get("model_options", {}))
     device = _resolve_device(saved.get("device", "cpu"))
     model.to(device)
-    data = _load_splits(saved["data"], saved.get("binarize") or "none", saved["val_fraction"],
-                        saved["seed"])
+    data = _load_splits(
+        saved["data"], saved.get("binarize") or "none", saved["val_fraction"], saved["seed"]
+    )
     labelled = wants_labels(model.model)
-    keys = ("batch_size", "lr", "objective", "num_particles", "seed", "binarize", "lr_schedule",
-            "kl_warmup", "clip_norm", "patience", "on_nan")
-    fit(model, data["train"].x, data["val"].x, epochs=max(epochs or 0, saved["epochs"]),
-        out=out, resume=resume, train_y=data["train"].y if labelled else None,
-        val_y=data["val"].y if labelled else None, progress=None if not quiet else False,
-        device=device, **{k: saved[k] for k in keys})
+    keys = (
+        "batch_size",
+        "lr",
+        "objective",
+        "num_particles",
+        "seed",
+        "binarize",
+        "lr_schedule",
+        "kl_warmup",
+        "clip_norm",
+        "patience",
+        "on_nan",
+    )
+    fit(
+        model,
+        data["train"].x,
+        data["val"].x,
+        epochs=max(epochs or 0, saved["epochs"]),
+        out=out,
+        resume=resume,
+        train_y=data["train"].y if labelled else None,
+        val_y=data["val"].y if labelled else None,
+        progress=None if not quiet else False,
+        device=device,
+        **{k: saved[k] for k in keys},
+    )
     return out
 
 
@@ -329,14 +463,18 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
 
     ks = parse_ks(args.ks)
     if args.eval_particles is not None and args.eval_particles < ks[-1]:
-        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k "
-                          f"{ks[-1]}")
+        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k {ks[-1]}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
     run = load_run(run_dir or args.run)
     cfg = run.config
-    data = load_dataset(cfg["data"], args.split, binarize=cfg.get("binarize"),
-                        val_fraction=cfg.get("val_fraction", 0.1), seed=cfg.get("seed", 0))
+    data = load_dataset(
+        cfg["data"],
+        args.split,
+        binarize=cfg.get("binarize"),
+        val_fraction=cfg.get("val_fraction", 0.1),
+        seed=cfg.get("seed", 0),
+    )
     x, y = data.x, data.y
     if args.limit is not None:
         x, y = x[: args.limit], (y[: args.limit] if y is not None else None)
@@ -350,9 +488,17 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     check_model(run.model, x[:8], *(e[:8] for e in extra), per_datapoint=True, all_rows=x)
     seed_everything(getattr(args, "seed", 0))
     quiet = getattr(args, "quiet", False)
-    ev = evaluate(run.model.model, run.model.guide, x, *extra, ks=ks,
-                  num_particles=args.eval_particles, batch_size=getattr(args, "eval_batch", None),
-                  progress=not quiet and sys.stderr.isatty(), seed=getattr(args, "seed", 0))
+    ev = evaluate(
+        run.model.model,
+        run.model.guide,
+        x,
+        *extra,
+        ks=ks,
+        num_particles=args.eval_particles,
+        batch_size=getattr(args, "eval_batch", None),
+        progress=not quiet and sys.stderr.isatty(),
+        seed=getattr(args, "seed", 0),
+    )
     summary = ev.summary.copy()
     summary.insert(0, "split", args.split)
     points = ev.points.copy()
@@ -365,14 +511,18 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     if distributed.is_main():
         _write_csv(summary, run.path / "bounds.csv")
         _write_csv(points, run.path / "points.csv", index=True)
-    print(f"bounds on {len(x)} {args.split} points of {cfg['data']} "
-          f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):")
+    print(
+        f"bounds on {len(x)} {args.split} points of {cfg['data']} "
+        f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):"
+    )
     print(format_summary(summary))
     if "exact" in summary:
         top = summary.iloc[-1]
-        print(f"exact log p(x) (closed form): {top['exact']:.4f}; log p^(x) - exact = "
-              f"{top['estimate'] - top['exact']:+.4f} nats (Monte Carlo se {top['stderr']:.4f}); "
-              f"ELBO - exact = {summary.iloc[0]['estimate'] - top['exact']:+.4f} nats")
+        print(
+            f"exact log p(x) (closed form): {top['exact']:.4f}; log p^(x) - exact = "
+            f"{top['estimate'] - top['exact']:+.4f} nats (Monte Carlo se {top['stderr']:.4f}); "
+            f"ELBO - exact = {summary.iloc[0]['estimate'] - top['exact']:+.4f} nats"
+        )
     return summary
 
 
@@ -383,14 +533,23 @@ def _write_csv(df: Any, path: Path, index: bool = False) -> None:
 
 
 def format_summary(summary: Any) -> str:
-    cols = ["bound", "estimate", "stderr", "nll", "bits_per_dim", "gap", "ess", "khat",
-            "khat_gt_0.7"]
-    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}",
-                                   na_rep="")
+    cols = [
+        "bound",
+        "estimate",
+        "stderr",
+        "nll",
+        "bits_per_dim",
+        "gap",
+        "ess",
+        "khat",
+        "khat_gt_0.7",
+    ]
+    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
 
 
 def markdown_table(df: Any, float_format: str = "{:.3f}") -> str:
     """A pipe table (GitHub Markdown) of a DataFrame."""
+
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "" if v != v else float_format.format(v)
@@ -415,14 +574,25 @@ def cmd_compare(args: argparse.Namespace) -> Any:
             raise RunDirError(f"{run} has no bounds.csv: run `pyrogen evaluate {run}` first")
         b = pd.read_csv(bounds_path)
         top = b.iloc[-1]
-        row = {"run": Path(run).name, "model": cfg.get("model_class"),
-               "objective": cfg.get("objective"), "epochs": cfg.get("epochs"),
-               "points": int(top["num_points"])}
+        row = {
+            "run": Path(run).name,
+            "model": cfg.get("model_class"),
+            "objective": cfg.get("objective"),
+            "epochs": cfg.get("epochs"),
+            "points": int(top["num_points"]),
+        }
         for _, r in b.iterrows():
             row[r["bound"]] = r["estimate"]
-        row.update({"log_px": top["estimate"], "stderr": top["stderr"], "nll": top["nll"],
-                    "bits_per_dim": top["bits_per_dim"], "gap": top["gap"],
-                    "khat_gt_0.7": top["khat_gt_0.7"]})
+        row.update(
+            {
+                "log_px": top["estimate"],
+                "stderr": top["stderr"],
+                "nll": top["nll"],
+                "bits_per_dim": top["bits_per_dim"],
+                "gap": top["gap"],
+                "khat_gt_0.7": top["khat_gt_0.7"],
+            }
+        )
         rows.append(row)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
@@ -447,8 +617,11 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     y = None
     if wants_labels(run.model.model):
         classes = run.config.get("num_classes") or 10
-        y = (torch.full((args.num,), args.label) if args.label is not None
-             else torch.arange(args.num) % classes)
+        y = (
+            torch.full((args.num,), args.label)
+            if args.label is not None
+            else torch.arange(args.num) % classes
+        )
     x = run.model.sample(args.num, y=y) if y is not None else run.model.sample(args.num)
     shape = run.config.get("image_shape")
     out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.npy")
@@ -468,8 +641,9 @@ def cmd_sample(args: argparse.Namespace) -> Path:
     return out
 
 
-def save_image_grid(x: torch.Tensor, image_shape: tuple[int, int], path: Path,
-                    ncol: int | None = None) -> None:
+def save_image_grid(
+    x: torch.Tensor, image_shape: tuple[int, int], path: Path, ncol: int | None = None
+) -> None:
     """Saves rows of x as a grid of grey images (PNG)."""
     import math
 
@@ -485,9 +659,12 @@ def save_image_grid(x: torch.Tensor, image_shape: tuple[int, int], path: Path,
     grid = torch.ones(nrow * (h + 1) + 1, ncol * (w + 1) + 1)
     for i in range(n):
         r, c = divmod(i, ncol)
-        grid[1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + c * (w + 1): 1 + c * (w + 1) + w] = \
-            x[i].reshape(h, w)
-    fig, ax = plt.subplots(figsize=(min(10, 0.4 * ncol * w / 8 + 1), min(10, 0.4 * nrow * h / 8 + 1)))
+        grid[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = x[
+            i
+        ].reshape(h, w)
+    fig, ax = plt.subplots(
+        figsize=(min(10, 0.4 * ncol * w / 8 + 1), min(10, 0.4 * nrow * h / 8 + 1))
+    )
     ax.imshow(grid.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
     fig.savefig(path, dpi=100, bbox_inches="tight")
@@ -499,8 +676,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
 
     ks = parse_ks(args.ks)  # bad evaluation options fail before training, not after
     if args.eval_particles is not None and args.eval_particles < ks[-1]:
-        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k "
-                          f"{ks[-1]}")
+        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k {ks[-1]}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
     started = time.perf_counter()
@@ -514,8 +690,9 @@ def cmd_run(args: argparse.Namespace) -> Path:
         cfg = json.load(f)
     cfg["seconds_total"] = round(time.perf_counter() - started, 2)
     (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    cmd_report(argparse.Namespace(runs=[out], out=out / "report.html", seed=args.seed,
-                                  mmd_samples=1000))
+    cmd_report(
+        argparse.Namespace(runs=[out], out=out / "report.html", seed=args.seed, mmd_samples=1000)
+    )
     print(f"run directory: {out}")
     return out
 
@@ -528,8 +705,13 @@ def cmd_report(args: argparse.Namespace) -> Path:
     return out
 
 
-COMMANDS = {"train": cmd_train, "run": cmd_run, "evaluate": cmd_evaluate,
-            "compare": cmd_compare, "sample": cmd_sample}
+COMMANDS = {
+    "train": cmd_train,
+    "run": cmd_run,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "sample": cmd_sample,
+}
 COMMANDS["report"] = cmd_report
 
 

@@ -1,7 +1,8 @@
 """The model/guide contract: :class:`GenerativeModel` and the checks run before training.
 
-A model is p_theta(x, z) = r(z) p_theta(x | z), written with Pyro primitives, with every data point in
-``pyro.plate("data", N)``; the guide is the amortized encoder q_phi(z | x) whose sample sites are all
+A model is p_theta(x, z) = r(z) p_theta(x | z), written with Pyro primitives, with every data
+point in ``pyro.plate("data", N)``; the guide is the amortized encoder q_phi(z | x) whose sample
+sites are all
 reparametrized. :func:`check_model` runs both once on a small batch and turns every way this can go
 wrong into a :class:`~pyrogen.errors.ContractError` that names the site.
 """
@@ -65,7 +66,9 @@ class GenerativeModel(PyroModule):
         raise NotImplementedError(f"{type(self).__name__} must define guide(self, x)")
 
     @torch.no_grad()
-    def sample(self, num_samples: int, y: torch.Tensor | None = None, mean: bool = True) -> torch.Tensor:
+    def sample(
+        self, num_samples: int, y: torch.Tensor | None = None, mean: bool = True
+    ) -> torch.Tensor:
         """Draws x from the model: z ~ r(z), then the mean (or a draw) of p_theta(x | z).
 
         The default runs ``model`` with its observation uncondtioned on a placeholder batch of
@@ -120,7 +123,9 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
 
 def observed_sites(trace: poutine.Trace) -> list[str]:
     return [
-        name for name, site in trace.nodes.items() if site["type"] == "sample" and site["is_observed"]
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["is_observed"]
     ]
 
 
@@ -179,6 +184,7 @@ def check_model(
         model, guide = model.model, model.guide
     if guide is None:
         raise ContractError("check_model needs a guide: pass a GenerativeModel or guide=...")
+
     def run(fn: Callable, what: str) -> poutine.Trace:
         try:
             with torch.no_grad(), pyro.validation_enabled(False):
@@ -221,7 +227,9 @@ def check_model(
                 f"(model latent sites: {', '.join(model_latent) or 'none'})"
             )
         if model_tr.nodes[name]["is_observed"]:
-            raise ContractError(f"guide site '{name}' is observed in the model; it cannot be latent")
+            raise ContractError(
+                f"guide site '{name}' is observed in the model; it cannot be latent"
+            )
     if not observed:
         raise ContractError("the model has no observed site: pass the data with obs=x")
 
@@ -230,7 +238,8 @@ def check_model(
         if not g["fn"].has_rsample:
             raise ContractError(
                 f"guide site '{name}' draws from {_describe(g['fn'])}, which is not "
-                f"reparametrizable (no rsample); pyrogen needs z = g_phi(eps, x) at every guide site"
+                "reparametrizable (no rsample); pyrogen needs z = g_phi(eps, x) at every "
+                "guide site"
             )
         g_shape = tuple(g["value"].shape)
         m_shape = tuple(m["fn"].batch_shape + m["fn"].event_shape)
@@ -258,7 +267,8 @@ def check_model(
                 )
             elif per_datapoint:
                 raise ContractError(
-                    f"latent site '{name}' of the {who} is outside pyro.plate('{DATA_PLATE}', ...): "
+                    f"latent site '{name}' of the {who} is outside "
+                    f"pyro.plate('{DATA_PLATE}', ...): "
                     "per-datapoint weights are undefined for a latent shared by all data points"
                 )
     if len(data_dims) > 1:

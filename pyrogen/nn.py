@@ -9,8 +9,15 @@ from torch import nn
 
 __all__ = ["MLP", "GaussianEncoder", "activation"]
 
-_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU, "softplus": nn.Softplus,
-                "gelu": nn.GELU, "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU}
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "elu": nn.ELU,
+    "softplus": nn.Softplus,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "leaky_relu": nn.LeakyReLU,
+}
 
 
 def activation(name: str) -> nn.Module:
@@ -31,8 +38,9 @@ class MLP(nn.Sequential):
         torch.Size([3, 40])
     """
 
-    def __init__(self, in_dim: int, hidden_dims: Sequence[int], out_dim: int,
-                 act: str = "relu") -> None:
+    def __init__(
+        self, in_dim: int, hidden_dims: Sequence[int], out_dim: int, act: str = "relu"
+    ) -> None:
         dims = [in_dim, *hidden_dims]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -50,8 +58,9 @@ class GaussianEncoder(nn.Module):
         (torch.Size([5, 2]), True)
     """
 
-    def __init__(self, in_dim: int, hidden_dims: Sequence[int], latent_dim: int,
-                 act: str = "relu") -> None:
+    def __init__(
+        self, in_dim: int, hidden_dims: Sequence[int], latent_dim: int, act: str = "relu"
+    ) -> None:
         super().__init__()
         self.net = MLP(in_dim, hidden_dims, 2 * latent_dim, act)
 

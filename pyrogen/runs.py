@@ -20,7 +20,7 @@ __all__ = ["Run", "build_model", "load_model_class", "load_run", "zoo_dir", "zoo
 
 
 def zoo_dir() -> Path:
-    """The folder of the zoo's model files: ``$PYROGEN_MODELS`` or ``models/`` beside the package."""
+    """The zoo's folder of model files: ``$PYROGEN_MODELS`` or ``models/`` beside the package."""
     env = os.environ.get("PYROGEN_MODELS")
     return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
 
@@ -84,8 +84,11 @@ def load_model_class(spec: str) -> tuple[type[GenerativeModel], Path]:
     path = path.resolve()
     module = _import_file(path)
     found = {
-        name: obj for name, obj in vars(module).items()
-        if inspect.isclass(obj) and issubclass(obj, GenerativeModel) and obj is not GenerativeModel
+        name: obj
+        for name, obj in vars(module).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, GenerativeModel)
+        and obj is not GenerativeModel
         and obj.__module__ == module.__name__
     }
     if class_name:
@@ -119,8 +122,10 @@ def build_model(cls: type[GenerativeModel], data_dim: int, **options: Any) -> Ge
             if key == "num_classes":
                 del options[key]
                 continue
-            raise ConfigError(f"{cls.__name__} takes no option '{key}' "
-                              f"(its options: {', '.join(list(params)[2:]) or 'none'})")
+            raise ConfigError(
+                f"{cls.__name__} takes no option '{key}' "
+                f"(its options: {', '.join(list(params)[2:]) or 'none'})"
+            )
     try:
         return cls(data_dim, **options)
     except Exception as e:

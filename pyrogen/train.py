@@ -60,7 +60,14 @@ CHECKPOINT_EVERY_S = 600.0
 process), so that a killed run with long epochs loses minutes, not an epoch; resuming mid-epoch
 is exact."""
 HISTORY_COLUMNS = [
-    "epoch", "train_elbo", "train_objective", "val_elbo", "kl_weight", "lr", "skipped", "seconds",
+    "epoch",
+    "train_elbo",
+    "train_objective",
+    "val_elbo",
+    "kl_weight",
+    "lr",
+    "skipped",
+    "seconds",
 ]
 
 
@@ -83,7 +90,7 @@ class Interrupted(Exception):  # noqa: N818 - it is a signal, not an error
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy, torch and Pyro."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds code that uses the global NumPy RNG
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
 
@@ -116,8 +123,9 @@ def _detached_parameters(module: torch.nn.Module) -> Iterator[None]:
             sub._parameters[name] = p
 
 
-def _dreg_loss(model: GenerativeModel, args: tuple, num_particles: int,
-               nesting: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _dreg_loss(
+    model: GenerativeModel, args: tuple, num_particles: int, nesting: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Doubly reparametrized IWAE loss (Tucker et al., 2019), summed over the batch.
 
     With normalized weights w~_k, the model parameters get sum_k w~_k d log p_theta(x, z_k), and
@@ -133,13 +141,19 @@ def _dreg_loss(model: GenerativeModel, args: tuple, num_particles: int,
     for name, site in guide_tr.nodes.items():
         if site["type"] == "sample":
             frozen_z.add_node(name, **{**site, "value": site["value"].detach()})
-    model_theta = poutine.trace(poutine.replay(
-        _in_particle_plate(model.model, num_particles, -(nesting + 1)), trace=frozen_z
-    )).get_trace(*args)
+    model_theta = poutine.trace(
+        poutine.replay(
+            _in_particle_plate(model.model, num_particles, -(nesting + 1)), trace=frozen_z
+        )
+    ).get_trace(*args)
     log_p_theta = log_density(model_theta, nesting, "model")
     with _detached_parameters(model):
         guide_phi, model_phi = trace_pair(
-            model.model, poutine.replay(model.guide, trace=guide_tr), args, {}, num_particles,
+            model.model,
+            poutine.replay(model.guide, trace=guide_tr),
+            args,
+            {},
+            num_particles,
             nesting,
         )
         lw_path = log_density(model_phi, nesting, "model") - log_density(
@@ -194,8 +208,13 @@ def _trace_elbo_loss(model_fn: Callable, guide_fn: Callable, args: tuple) -> tor
 
 
 def objective_loss(
-    model: GenerativeModel, args: tuple, objective: str, num_particles: int, nesting: int,
-    elbo: Any = None, beta: float = 1.0,
+    model: GenerativeModel,
+    args: tuple,
+    objective: str,
+    num_particles: int,
+    nesting: int,
+    elbo: Any = None,
+    beta: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss to differentiate and the objective's value, both summed over the batch.
 
@@ -215,8 +234,15 @@ def objective_loss(
             loss = elbo.differentiable_loss(fn_model, fn_guide, *args)
         return loss, -loss.detach()
     if objective == "iwae":
-        lw = log_weights(model.model, model.guide, *args, num_particles=num_particles,
-                         chunk_size=num_particles, grad=True, max_plate_nesting=nesting)
+        lw = log_weights(
+            model.model,
+            model.guide,
+            *args,
+            num_particles=num_particles,
+            chunk_size=num_particles,
+            grad=True,
+            max_plate_nesting=nesting,
+        )
         value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
         return -value, value.detach()
     if objective == "iwae-dreg":
@@ -315,12 +341,17 @@ def _in_main_thread() -> bool:
 
 def _make_elbo(objective: str, num_particles: int, nesting: int) -> Any:
     if objective == "elbo":
-        return Trace_ELBO(num_particles=num_particles, vectorize_particles=num_particles > 1,
-                          max_plate_nesting=nesting)
+        return Trace_ELBO(
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=nesting,
+        )
     if objective == "mean-field":
-        return TraceMeanField_ELBO(num_particles=num_particles,
-                                   vectorize_particles=num_particles > 1,
-                                   max_plate_nesting=nesting)
+        return TraceMeanField_ELBO(
+            num_particles=num_particles,
+            vectorize_particles=num_particles > 1,
+            max_plate_nesting=nesting,
+        )
     return None
 
 
@@ -335,15 +366,26 @@ def _lr_lambda(schedule: str, epochs: int, steps_per_epoch: int) -> Callable[[in
 
 
 @torch.no_grad()
-def validation_elbo(model: GenerativeModel, x: torch.Tensor, y: torch.Tensor | None,
-                    nesting: int, batch_size: int = 1000) -> float:
+def validation_elbo(
+    model: GenerativeModel,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    nesting: int,
+    batch_size: int = 1000,
+) -> float:
     """Mean single-sample ELBO per data point on ``x`` (nats)."""
     total = 0.0
     for s in range(0, x.shape[0], batch_size):
-        args = (x[s : s + batch_size],) if y is None else (x[s : s + batch_size],
-                                                            y[s : s + batch_size])
-        total += float(log_weights(model.model, model.guide, *args, num_particles=1,
-                                   max_plate_nesting=nesting).sum())
+        args = (
+            (x[s : s + batch_size],)
+            if y is None
+            else (x[s : s + batch_size], y[s : s + batch_size])
+        )
+        total += float(
+            log_weights(
+                model.model, model.guide, *args, num_particles=1, max_plate_nesting=nesting
+            ).sum()
+        )
     return total / x.shape[0]
 
 
@@ -424,8 +466,9 @@ def fit(
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
     if lr_schedule not in SCHEDULES:
-        raise ConfigError(f"unknown lr schedule '{lr_schedule}': choose one of "
-                          f"{', '.join(SCHEDULES)}")
+        raise ConfigError(
+            f"unknown lr schedule '{lr_schedule}': choose one of {', '.join(SCHEDULES)}"
+        )
     if on_nan not in ("stop", "skip"):
         raise ConfigError(f"on_nan must be 'stop' or 'skip', got '{on_nan}'")
     if binarize not in (None, "none", "dynamic", "static"):
@@ -446,8 +489,10 @@ def fit(
             if len(bad):
                 rows = ", ".join(str(int(i)) for i in bad[:5])
                 more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-                raise DataError(f"{name} has NaN or infinite values in "
-                                f"row{'s' if len(bad) > 1 else ''} {rows}{more} (from 0)")
+                raise DataError(
+                    f"{name} has NaN or infinite values in "
+                    f"row{'s' if len(bad) > 1 else ''} {rows}{more} (from 0)"
+                )
 
     if device is not None:
         model.to(device)
@@ -476,9 +521,12 @@ def fit(
         probe_x = torch.bernoulli(probe_x, generator=torch.Generator(dev).manual_seed(seed))
     probe = (probe_x,) if not labelled else (probe_x, train_y[:probe_n])
     # validation and the IWAE objectives need one importance weight per data point
-    info = check_model(model, *probe,
-                       per_datapoint=val_x is not None or objective.startswith("iwae"),
-                       all_rows=train_x if binarize != "dynamic" else None)
+    info = check_model(
+        model,
+        *probe,
+        per_datapoint=val_x is not None or objective.startswith("iwae"),
+        all_rows=train_x if binarize != "dynamic" else None,
+    )
     nesting = info.max_plate_nesting
     seed_everything(seed)
     distributed.seed_rank(seed)  # binarization and guide noise: one stream per rank
@@ -511,22 +559,33 @@ def fit(
             best, since_best = float(state["best"]), int(state["since_best"])
         except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
             what = f"lacks {e}" if isinstance(e, KeyError) else _first_reason(e)
-            raise RunDirError(f"checkpoint {ckpt_path} does not fit this model and run: "
-                              f"{what[:300]}") from None
+            raise RunDirError(
+                f"checkpoint {ckpt_path} does not fit this model and run: {what[:300]}"
+            ) from None
 
     if out_dir is not None and distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
             settings = {
-                "epochs": epochs, "batch_size": batch_size, "lr": lr, "objective": objective,
-                "num_particles": num_particles, "seed": seed, "binarize": binarize,
-                "lr_schedule": lr_schedule, "kl_warmup": kl_warmup, "clip_norm": clip_norm,
-                "patience": patience, "on_nan": on_nan, "model_class": type(model).__name__,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "objective": objective,
+                "num_particles": num_particles,
+                "seed": seed,
+                "binarize": binarize,
+                "lr_schedule": lr_schedule,
+                "kl_warmup": kl_warmup,
+                "clip_norm": clip_norm,
+                "patience": patience,
+                "on_nan": on_nan,
+                "model_class": type(model).__name__,
                 "versions": _versions(),
             }
             settings.update(config or {})
-            _atomic_write_text(json.dumps(settings, indent=2, default=str) + "\n",
-                               out_dir / "config.json")
+            _atomic_write_text(
+                json.dumps(settings, indent=2, default=str) + "\n", out_dir / "config.json"
+            )
 
     def checkpoint(epoch: int, step: int) -> None:
         if ckpt_path is None:
@@ -536,14 +595,25 @@ def fit(
         if not distributed.is_main():
             distributed.barrier()  # rank 0 alone writes
             return
-        save_checkpoint(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-            "epoch": epoch, "step": step, "history": rows, "sums": total,
-            "best": best, "since_best": since_best, **rank_rngs,
-        })
-        _atomic_write_text(pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False),
-                           out_dir / "history.csv")
+        save_checkpoint(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "step": step,
+                "history": rows,
+                "sums": total,
+                "best": best,
+                "since_best": since_best,
+                **rank_rngs,
+            },
+        )
+        _atomic_write_text(
+            pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False), out_dir / "history.csv"
+        )
         distributed.barrier()
 
     if progress is None:
@@ -552,12 +622,20 @@ def fit(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch
-                   + start_step, unit="step", dynamic_ncols=True, leave=False)
+        bar = tqdm(
+            total=epochs * steps_per_epoch,
+            initial=start_epoch * steps_per_epoch + start_step,
+            unit="step",
+            dynamic_ncols=True,
+            leave=False,
+        )
     warmup_steps = kl_warmup * steps_per_epoch
     # one process: objective_loss itself; several: DDP all-reduces the gradients
-    step_loss = distributed.data_parallel(model, lambda m, a, b: objective_loss(
-        m, a, objective, num_particles, nesting, elbo, b), probe)
+    step_loss = distributed.data_parallel(
+        model,
+        lambda m, a, b: objective_loss(m, a, objective, num_particles, nesting, elbo, b),
+        probe,
+    )
     model.train()
     periodic = ckpt_path is not None and distributed.world_size() == 1  # no collective needed
     next_save = time.monotonic() + CHECKPOINT_EVERY_S
@@ -568,8 +646,9 @@ def fit(
             for epoch in range(start_epoch, epochs):
                 if since_best >= (patience or math.inf):
                     break
-                perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003
-                                                                                 + epoch))
+                perm = torch.randperm(
+                    n, generator=torch.Generator().manual_seed(seed * 100003 + epoch)
+                )
                 perm = perm.to(dev)
                 first = start_step if epoch == start_epoch else 0
                 for step in range(first, steps_per_epoch):
@@ -587,9 +666,11 @@ def fit(
                     loss_f, value_f = float(loss.detach()), float(value)
                     if not distributed.all_ranks(math.isfinite(loss_f)):
                         if on_nan == "stop":
-                            kept = ("the run keeps its last good checkpoint"
-                                    if ckpt_path is not None and ckpt_path.exists()
-                                    else "no checkpoint had been written yet")
+                            kept = (
+                                "the run keeps its last good checkpoint"
+                                if ckpt_path is not None and ckpt_path.exists()
+                                else "no checkpoint had been written yet"
+                            )
                             raise TrainingError(
                                 f"non-finite loss ({loss_f}) at epoch {epoch + 1}, step "
                                 f"{step + 1}; {kept} "
@@ -616,25 +697,30 @@ def fit(
                         next_save = time.monotonic() + CHECKPOINT_EVERY_S
                 tick = time.perf_counter()
                 model.eval()
-                val = distributed.sharded_mean(
-                    lambda x, y: validation_elbo(model, x, y, nesting), val_x, val_y
-                ) if val_x is not None else None
+                val = (
+                    distributed.sharded_mean(
+                        lambda x, y: validation_elbo(model, x, y, nesting), val_x, val_y
+                    )
+                    if val_x is not None
+                    else None
+                )
                 model.train()
                 sums = distributed.sum_over_ranks(sums, ("objective", "count"))
                 # an epoch whose batches were all skipped (--on-nan skip) has no value: NaN
-                objective_mean = (sums["objective"] / sums["count"] if sums["count"]
-                                  else math.nan)
+                objective_mean = sums["objective"] / sums["count"] if sums["count"] else math.nan
                 plain_elbo = objective in ("elbo", "mean-field") and beta == 1.0
-                rows.append({
-                    "epoch": epoch + 1,
-                    "train_elbo": objective_mean if plain_elbo else math.nan,
-                    "train_objective": objective_mean,
-                    "val_elbo": val if val is not None else math.nan,
-                    "kl_weight": beta,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "skipped": sums["skipped"],
-                    "seconds": sums["seconds"] + time.perf_counter() - tick,
-                })
+                rows.append(
+                    {
+                        "epoch": epoch + 1,
+                        "train_elbo": objective_mean if plain_elbo else math.nan,
+                        "train_objective": objective_mean,
+                        "val_elbo": val if val is not None else math.nan,
+                        "kl_weight": beta,
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "skipped": sums["skipped"],
+                        "seconds": sums["seconds"] + time.perf_counter() - tick,
+                    }
+                )
                 sums = {"objective": 0.0, "count": 0, "skipped": 0, "seconds": 0.0}
                 if val is not None:
                     if val > best:
@@ -660,6 +746,13 @@ def _versions() -> dict[str, str]:
 
     import pyrogen
 
-    return {"pyrogen": pyrogen.__version__, "python": sys.version.split()[0],
-            "torch": torch.__version__, "pyro": pyro.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "arviz": arviz.__version__, "sklearn": sklearn.__version__}
+    return {
+        "pyrogen": pyrogen.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "arviz": arviz.__version__,
+        "sklearn": sklearn.__version__,
+    }

@@ -1,4 +1,4 @@
-"""The comparison layer against ground truth: PPCA's exact log p(x) and a linear-Gaussian hierarchy."""
+"""The comparison layer against ground truth: PPCA's exact log p(x), a linear-Gaussian hierarchy."""
 
 import math
 
@@ -172,7 +172,10 @@ def test_annealing_and_subsample_scales_are_ignored():
     plain = log_weights(m.model, m.guide, x, num_particles=8, max_plate_nesting=1)
     pyro.set_rng_seed(5)
     scaled = log_weights(
-        poutine.scale(m.model, scale=0.1), poutine.scale(m.guide, scale=0.1), x, num_particles=8,
+        poutine.scale(m.model, scale=0.1),
+        poutine.scale(m.guide, scale=0.1),
+        x,
+        num_particles=8,
         max_plate_nesting=1,
     )
     assert torch.allclose(plain, scaled)
@@ -250,7 +253,8 @@ def test_summary_is_one_row_per_k_in_nats_and_bits():
     assert list(s["bound"]) == ["ELBO", "IWAE_10", "IWAE_100"]
     assert (s["nll"] == -s["estimate"]).all()
     assert torch.allclose(
-        torch.tensor(s["bits_per_dim"].to_numpy()), torch.tensor((s["nll"] / (5 * math.log(2))).to_numpy())
+        torch.tensor(s["bits_per_dim"].to_numpy()),
+        torch.tensor((s["nll"] / (5 * math.log(2))).to_numpy()),
     )
     assert s.loc[0, "gap"] == 0
 

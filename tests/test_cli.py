@@ -15,8 +15,21 @@ TINY = ["--epochs", "2", "--latent-dim", "4", "--hidden-dims", "32", "--quiet"]
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "vae"
-    code = main(["run", "vae", "--data", "digits", *TINY, "--out", str(out), "--ks", "1,10,100",
-                 "--limit", "60"])
+    code = main(
+        [
+            "run",
+            "vae",
+            "--data",
+            "digits",
+            *TINY,
+            "--out",
+            str(out),
+            "--ks",
+            "1,10,100",
+            "--limit",
+            "60",
+        ]
+    )
     assert code == 0
     return out
 
@@ -63,21 +76,23 @@ def test_compare_puts_runs_side_by_side(run_dir, tmp_path, capsys):
 
 def test_config_file_sets_options_and_rejects_unknown_keys(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('epochs = 1\nlatent_dim = 3\nhidden_dims = [16]\nbogus = 2\n')
+    cfg.write_text("epochs = 1\nlatent_dim = 3\nhidden_dims = [16]\nbogus = 2\n")
     code = main(["train", "vae", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"])
     assert code == 2
     assert "bogus" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
-    cfg.write_text('epochs = 1\nlatent_dim = 3\nhidden_dims = [16]\n')
-    assert main(["train", "vae", "--config", str(cfg), "--out", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+    cfg.write_text("epochs = 1\nlatent_dim = 3\nhidden_dims = [16]\n")
+    assert (
+        main(["train", "vae", "--config", str(cfg), "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    )
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["epochs"] == 1 and config["model_options"]["latent_dim"] == 3
 
 
 def test_python_dash_m_and_help():
-    res = subprocess.run([sys.executable, "-m", "pyrogen", "--help"], capture_output=True,
-                         text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "pyrogen", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0
     for cmd in ["train", "run", "evaluate", "compare", "sample"]:
         assert cmd in res.stdout

@@ -23,8 +23,16 @@ def test_svi_drives_the_elbo_to_the_exact_likelihood_only_with_the_rich_guide():
     for diagonal in (False, True):
         torch.manual_seed(1)
         m = PPCA(6, 2, diagonal=diagonal)
-        pyrogen.fit(m, train, epochs=30, lr=1e-2, batch_size=250, num_particles=4,
-                    lr_schedule="cosine", progress=False)
+        pyrogen.fit(
+            m,
+            train,
+            epochs=30,
+            lr=1e-2,
+            batch_size=250,
+            num_particles=4,
+            lr_schedule="cosine",
+            progress=False,
+        )
         s = pyrogen.evaluate(m.model, m.guide, test, ks=[1, 1000]).summary
         exact = m.exact_log_likelihood(test).mean().item()
         # the importance-sampled estimate recovers the closed form within its standard error

@@ -47,14 +47,39 @@ def test_training_raises_the_validation_elbo(digits):
 def test_resuming_gives_the_parameters_of_an_uninterrupted_run(digits, tmp_path):
     train, val = digits
     full = small_vae()
-    h_full = pyrogen.fit(full, train.x, val.x, epochs=3, binarize="dynamic", seed=4,
-                         out=tmp_path / "full", progress=False)
+    h_full = pyrogen.fit(
+        full,
+        train.x,
+        val.x,
+        epochs=3,
+        binarize="dynamic",
+        seed=4,
+        out=tmp_path / "full",
+        progress=False,
+    )
     part = small_vae()
-    pyrogen.fit(part, train.x, val.x, epochs=1, binarize="dynamic", seed=4,
-                out=tmp_path / "part", progress=False)
+    pyrogen.fit(
+        part,
+        train.x,
+        val.x,
+        epochs=1,
+        binarize="dynamic",
+        seed=4,
+        out=tmp_path / "part",
+        progress=False,
+    )
     resumed = small_vae()
-    h_res = pyrogen.fit(resumed, train.x, val.x, epochs=3, binarize="dynamic", seed=4,
-                        out=tmp_path / "part", resume=True, progress=False)
+    h_res = pyrogen.fit(
+        resumed,
+        train.x,
+        val.x,
+        epochs=3,
+        binarize="dynamic",
+        seed=4,
+        out=tmp_path / "part",
+        resume=True,
+        progress=False,
+    )
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
     cols = ["epoch", "train_elbo", "val_elbo"]
@@ -66,10 +91,19 @@ def test_resuming_gives_the_parameters_of_an_uninterrupted_run(digits, tmp_path)
 def test_run_directory_and_checkpoint_are_tensors_only(digits, tmp_path):
     train, val = digits
     model = small_vae()
-    pyrogen.fit(model, train.x[:200], val.x, epochs=1, binarize="dynamic", out=tmp_path / "r",
-                progress=False)
+    pyrogen.fit(
+        model,
+        train.x[:200],
+        val.x,
+        epochs=1,
+        binarize="dynamic",
+        out=tmp_path / "r",
+        progress=False,
+    )
     assert {p.name for p in (tmp_path / "r").iterdir()} == {
-        "config.json", "history.csv", "checkpoint.pt"
+        "config.json",
+        "history.csv",
+        "checkpoint.pt",
     }
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")  # weights_only=True
     assert state["epoch"] == 1
@@ -79,8 +113,15 @@ def test_run_directory_and_checkpoint_are_tensors_only(digits, tmp_path):
 
 def test_kl_warmup_anneals_the_latent_sites(digits):
     train, _ = digits
-    history = pyrogen.fit(small_vae(), train.x[:256], epochs=3, batch_size=128, kl_warmup=2,
-                          binarize="dynamic", progress=False)
+    history = pyrogen.fit(
+        small_vae(),
+        train.x[:256],
+        epochs=3,
+        batch_size=128,
+        kl_warmup=2,
+        binarize="dynamic",
+        progress=False,
+    )
     weights = history["kl_weight"].tolist()
     assert weights[0] == pytest.approx(0.5) and weights[1] == 1.0 and weights[2] == 1.0
     assert math.isnan(history["train_elbo"][0]) and not math.isnan(history["train_elbo"][2])
@@ -90,8 +131,16 @@ def test_kl_warmup_anneals_the_latent_sites(digits):
 def test_every_objective_trains(objective, digits):
     train, val = digits
     model = small_vae()
-    h = pyrogen.fit(model, train.x[:512], val.x, epochs=2, objective=objective, num_particles=3,
-                    binarize="dynamic", progress=False)
+    h = pyrogen.fit(
+        model,
+        train.x[:512],
+        val.x,
+        epochs=2,
+        objective=objective,
+        num_particles=3,
+        binarize="dynamic",
+        progress=False,
+    )
     assert h["train_objective"].notna().all()
     assert h["val_elbo"].iloc[-1] > h["val_elbo"].iloc[0] - 1.0
 
