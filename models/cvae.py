@@ -23,7 +23,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -122,15 +121,14 @@ class CVAE(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the conditional VAE on labelled data: ``python models/cvae.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the conditional VAE.")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":CVAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the conditional VAE.
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/cvae.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(run_model_file(__file__, "CVAE", args))
 
 
 if __name__ == "__main__":

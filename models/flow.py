@@ -39,7 +39,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -102,31 +101,15 @@ class Flow(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the flow on grey levels: ``python models/flow.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the masked autoregressive flow.")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument(
-        "--binarize",
-        default="none",
-        choices=["none", "dynamic", "static"],
-        help="default none: the flow models a continuous density",
-    )
-    ns, rest = parser.parse_known_args(args)
-    cli_args = [
-        "run",
-        __file__ + ":Flow",
-        "--data",
-        ns.data,
-        "--epochs",
-        str(ns.epochs),
-        "--binarize",
-        ns.binarize,
-        *rest,
-    ]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the masked autoregressive flow (a continuous density).
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/flow.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    defaults = ("--binarize", "none")
+    raise SystemExit(run_model_file(__file__, "Flow", args, defaults=defaults))
 
 
 if __name__ == "__main__":

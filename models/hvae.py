@@ -23,7 +23,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -100,15 +99,14 @@ class HVAE(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the two-layer VAE: ``python models/hvae.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the two-stochastic-layer VAE.")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":HVAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the two-stochastic-layer VAE.
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/hvae.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(run_model_file(__file__, "HVAE", args))
 
 
 if __name__ == "__main__":

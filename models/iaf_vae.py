@@ -29,7 +29,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -110,15 +109,14 @@ class IAFVAE(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the IAF VAE: ``python models/iaf_vae.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the VAE with an IAF guide.")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":IAFVAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the VAE with an IAF guide.
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/iaf_vae.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(run_model_file(__file__, "IAFVAE", args))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pyro
@@ -105,28 +104,15 @@ class PPCA(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains PPCA through the pyrogen command line: ``python models/ppca.py --data digits``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--latent-dim", type=int, default=2)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = [
-        "run",
-        __file__ + ":PPCA",
-        "--data",
-        ns.data,
-        "--epochs",
-        str(ns.epochs),
-        "--latent-dim",
-        str(ns.latent_dim),
-        "--binarize",
-        "none",
-        *rest,
-    ]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports PPCA on grey levels (a Gaussian likelihood).
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/ppca.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    defaults = ("--binarize", "none", "--latent-dim", "2", "--epochs", "20")
+    raise SystemExit(run_model_file(__file__, "PPCA", args, defaults=defaults))
 
 
 if __name__ == "__main__":

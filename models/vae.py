@@ -18,7 +18,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -81,15 +80,14 @@ class VAE(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the VAE through the pyrogen command line: ``python models/vae.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the MLP VAE (Kingma & Welling, 2013).")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":VAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the MLP VAE (Kingma & Welling, 2013).
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/vae.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(run_model_file(__file__, "VAE", args))
 
 
 if __name__ == "__main__":

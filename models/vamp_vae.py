@@ -22,7 +22,6 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Sequence
@@ -147,15 +146,14 @@ class VampVAE(pyrogen.GenerativeModel):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Trains the VampPrior VAE: ``python models/vamp_vae.py --data digits``."""
-    parser = argparse.ArgumentParser(description="Train the VAE with a VampPrior.")
-    parser.add_argument("--data", default="digits")
-    parser.add_argument("--epochs", type=int, default=30)
-    ns, rest = parser.parse_known_args(args)
-    cli_args = ["run", __file__ + ":VampVAE", "--data", ns.data, "--epochs", str(ns.epochs), *rest]
-    from pyrogen import cli  # the command line is not imported by `import pyrogen`
+    """Trains, evaluates and reports the VAE with a VampPrior.
 
-    raise SystemExit(cli.main(cli_args))
+    ``python models/vamp_vae.py --data digits`` takes the options of ``pyrogen run`` (``--epochs``,
+    ``--latent-dim``, ``--out``, ...).
+    """
+    from pyrogen.cli import run_model_file  # the command line is not imported by `import pyrogen`
+
+    raise SystemExit(run_model_file(__file__, "VampVAE", args))
 
 
 if __name__ == "__main__":

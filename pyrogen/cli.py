@@ -21,7 +21,7 @@ import torch
 from pyrogen import distributed
 from pyrogen.errors import ConfigError, PyrogenError, RunDirError
 
-__all__ = ["main"]
+__all__ = ["main", "run_model_file"]
 
 TRAIN_KEYS = {
     "data",
@@ -713,6 +713,18 @@ COMMANDS = {
     "sample": cmd_sample,
 }
 COMMANDS["report"] = cmd_report
+
+
+def run_model_file(
+    path: str, class_name: str, args: list[str] | None = None, defaults: tuple[str, ...] = ()
+) -> int:
+    """``pyrogen run PATH:CLASS`` with a model file's ``defaults`` before the user's ``args``.
+
+    The ``main`` of every zoo file: ``python models/vae.py --data digits --epochs 5`` takes the
+    options of ``pyrogen run`` (later options win, so the user's override the defaults).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    return main(["run", f"{path}:{class_name}", *defaults, *argv])
 
 
 def main(argv: list[str] | None = None) -> int:
