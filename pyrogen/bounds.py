@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 PARTICLE_PLATE = "_pyrogen_particles"
+#: fewer draws than this leave no tail to fit: k-hat is reported as NaN
+MIN_KHAT_DRAWS = 20
 #: elements of one [chunk, batch, D] tensor, the unit that bounds evaluation memory; 2**21 (8 MiB
 #: of float32) keeps a chunk's tensors in cache: 1.3-1.8x the throughput of 2**24 on a 2-core CPU
 CHUNK_ELEMENTS = 2**21
@@ -328,10 +330,12 @@ def pareto_khat(lw: torch.Tensor) -> np.ndarray:
     """Pareto k-hat of each point's K weights (PSIS, ArviZ): < 0.5 good, > 0.7 unreliable.
 
     Identical weights have no tail; ArviZ's fit returns -inf or nan for them, reported here as
-    ``-inf`` (a perfectly reliable estimate).
+    ``-inf`` (a perfectly reliable estimate). With fewer than ``MIN_KHAT_DRAWS`` draws: NaN.
     """
     import arviz as az  # slow to import: only where k-hat is computed
 
+    if lw.shape[0] < MIN_KHAT_DRAWS:  # too few draws for a tail: no estimate, not +inf
+        return np.full(lw.shape[1], np.nan)
     arr = lw.double().T.cpu().numpy()
     constant = np.ptp(arr, axis=1) < 1e-9
     with np.errstate(all="ignore"):
