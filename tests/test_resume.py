@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 import torch
 
-import pyrogen.train
+import pyrogen.train.loop
 from pyrogen import cli
 from pyrogen.data import load_dataset
 from pyrogen.train import load_checkpoint
@@ -174,7 +174,7 @@ def test_mid_epoch_checkpoints_keep_the_last_good_step_and_resume_exactly(
     """With a checkpoint after every step (the time-based cadence set to zero), a NaN stop keeps
     the checkpoint of the step before it, and resuming from there (mid-epoch) is exact."""
     torch.set_num_threads(1)
-    monkeypatch.setattr(pyrogen.train, "CHECKPOINT_EVERY_S", 0.0)
+    monkeypatch.setattr(pyrogen.train.loop, "CHECKPOINT_EVERY_S", 0.0)
     batch = 256
     per_epoch = steps_per_epoch(batch)
     options = ("--epochs", "3", "--batch-size", str(batch))

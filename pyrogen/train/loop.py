@@ -1,59 +1,51 @@
-"""SVI training: objectives, the optimizer loop, KL warm-up, checkpoints and resuming.
+"""The SVI optimizer loop: :func:`fit`, with learning-rate schedules, KL warm-up, validation,
+early stopping, periodic checkpoints and exact resuming.
 
-The ELBO objective is Pyro's ``Trace_ELBO`` (``mean-field``: ``TraceMeanField_ELBO``, analytic
-KL where it exists); ``iwae`` maximises the importance-weighted bound of Burda et al. (2015) and
-``iwae-dreg`` uses the doubly reparametrized guide gradient of Tucker et al. (2019). One torch
-optimizer holds all parameters; checkpoints are tensors-only and written atomically.
+One torch optimizer (Adam) holds all parameters; the objectives are in
+:mod:`pyrogen.train.objectives` and the checkpoint files in :mod:`pyrogen.train.checkpoints`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import random
-import re
 import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.poutine.messenger import Messenger
 
 from pyrogen import distributed
-from pyrogen.bounds import (
-    _in_particle_plate,
-    _SiteRecorder,
-    log_density,
-    log_weights,
-    trace_pair,
-)
-from pyrogen.errors import ConfigError, DataError, PyrogenError, RunDirError
+from pyrogen.bounds import log_weights
+from pyrogen.errors import ConfigError, DataError, RunDirError
 from pyrogen.model import GenerativeModel, check_model, wants_labels
+from pyrogen.train.checkpoints import (
+    _atomic_write_text,
+    _first_reason,
+    load_checkpoint,
+    save_checkpoint,
+)
+from pyrogen.train.interrupts import Interrupted, TrainingError, _SignalGuard
+from pyrogen.train.objectives import OBJECTIVES, _make_elbo, objective_loss
 
 __all__ = [
-    "OBJECTIVES",
-    "Interrupted",
-    "TrainingError",
+    "CHECKPOINT_EVERY_S",
+    "HISTORY_COLUMNS",
+    "SCHEDULES",
     "fit",
-    "load_checkpoint",
-    "objective_loss",
-    "save_checkpoint",
     "seed_everything",
+    "validation_elbo",
 ]
 
-OBJECTIVES = ("elbo", "mean-field", "iwae", "iwae-dreg")
 SCHEDULES = ("constant", "cosine", "step")
 CHECKPOINT_EVERY_S = 600.0
 """Also checkpoint mid-epoch when this many seconds passed since the last checkpoint (one
@@ -71,288 +63,12 @@ HISTORY_COLUMNS = [
 ]
 
 
-class TrainingError(PyrogenError):
-    """Training cannot go on (a non-finite loss); the run keeps its last good checkpoint."""
-
-
-class Interrupted(Exception):  # noqa: N818 - it is a signal, not an error
-    """Training was stopped by SIGINT or SIGTERM after writing a checkpoint."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by signal {signum}")
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy, torch and Pyro."""
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds code that uses the global NumPy RNG
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
-
-
-class _AnnealLatents(Messenger):
-    """Scales the log-density of every latent (unobserved) site by beta: KL warm-up."""
-
-    def __init__(self, beta: float) -> None:
-        super().__init__()
-        self.beta = beta
-
-    def _process_message(self, msg: dict) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            msg["scale"] = msg["scale"] * self.beta
-
-
-@contextlib.contextmanager
-def _detached_parameters(module: torch.nn.Module) -> Iterator[None]:
-    """Within the block, every parameter of ``module`` reads as a detached copy (stop-gradient)."""
-    saved = []
-    for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is not None:
-                saved.append((sub, name, p))
-                sub._parameters[name] = p.detach()
-    try:
-        yield
-    finally:
-        for sub, name, p in saved:
-            sub._parameters[name] = p
-
-
-def _dreg_loss(
-    model: GenerativeModel, args: tuple, num_particles: int, nesting: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Doubly reparametrized IWAE loss (Tucker et al., 2019), summed over the batch.
-
-    With normalized weights w~_k, the model parameters get sum_k w~_k d log p_theta(x, z_k), and
-    the guide parameters sum_k w~_k^2 d log w_k / dz_k dz_k/dphi: the score term is removed by
-    evaluating log q (and log p) with every parameter detached, leaving the path through z only.
-
-    Returns:
-        (loss, IWAE_k value), summed over the batch.
-    """
-    guide_tr, _ = trace_pair(model.model, model.guide, args, {}, num_particles, nesting)
-    log_q = log_density(guide_tr, nesting, "guide", observed=False)
-    frozen_z = poutine.Trace()
-    for name, site in guide_tr.nodes.items():
-        if site["type"] == "sample":
-            frozen_z.add_node(name, **{**site, "value": site["value"].detach()})
-    model_theta = poutine.trace(
-        poutine.replay(
-            _in_particle_plate(model.model, num_particles, -(nesting + 1)), trace=frozen_z
-        )
-    ).get_trace(*args)
-    log_p_theta = log_density(model_theta, nesting, "model")
-    with _detached_parameters(model):
-        guide_phi, model_phi = trace_pair(
-            model.model,
-            poutine.replay(model.guide, trace=guide_tr),
-            args,
-            {},
-            num_particles,
-            nesting,
-        )
-        lw_path = log_density(model_phi, nesting, "model") - log_density(
-            guide_phi, nesting, "guide", observed=False
-        )
-    lw = (log_p_theta - log_q).detach()
-    w = torch.softmax(lw, dim=0)
-    surrogate = (w * log_p_theta).sum() + (w**2 * lw_path).sum()
-    value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
-    return -surrogate, value
-
-
-def _trace_elbo_loss(model_fn: Callable, guide_fn: Callable, args: tuple) -> torch.Tensor | None:
-    """``Trace_ELBO().differentiable_loss`` for one particle of a reparametrized guide, leaner.
-
-    With every guide site reparametrized, Trace_ELBO's surrogate is
-    sum_model log p(site) - sum_guide log q(site) over the scaled and masked site log-densities
-    (the entropy terms of ``score_parts``; no score-function term). This sums exactly those
-    terms, in Trace_ELBO's order, so the gradient is bitwise Trace_ELBO's, but over lean
-    recordings of the two runs instead of traces and without Trace_ELBO's per-site ``.item()``
-    host syncs. The returned value is that surrogate, equal to Trace_ELBO's loss up to float
-    rounding. Returns None for a guide site with a score-function term (no rsample): the caller
-    then uses Trace_ELBO itself.
-    """
-    guide_run = _SiteRecorder()
-    with guide_run:
-        guide_fn(*args)
-    model_run = _SiteRecorder(guide_run.unobserved())
-    with model_run:
-        model_fn(*args)
-    # Trace_ELBO's order of operations (model log-densities, then the guide's score parts), so
-    # that autograd accumulates the gradient terms in the same order
-    log_p_sums = []
-    for site in model_run.sites:
-        if type(site["fn"]).__name__ != "_Subsample":
-            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-            log_p_sums.append(scale_and_mask(log_p, site["scale"], site["mask"]).sum())
-    entropy = []
-    for site in guide_run.sites:
-        if type(site["fn"]).__name__ != "_Subsample":
-            parts = site["fn"].score_parts(site["value"], *site["args"], **site["kwargs"])
-            parts = parts.scale_and_mask(site["scale"], site["mask"])
-            if not is_identically_zero(parts.score_function):
-                return None
-            entropy.append(parts.entropy_term)
-    surrogate = 0
-    for term in log_p_sums:
-        surrogate = surrogate + term
-    for term in entropy:
-        surrogate = surrogate - term.sum()
-    return -surrogate
-
-
-def objective_loss(
-    model: GenerativeModel,
-    args: tuple,
-    objective: str,
-    num_particles: int,
-    nesting: int,
-    elbo: Any = None,
-    beta: float = 1.0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loss to differentiate and the objective's value, both summed over the batch.
-
-    Returns:
-        (loss, value): ``loss.backward()`` gives the gradient of -objective; ``value`` is the
-        objective (ELBO, annealed ELBO or IWAE_k), detached.
-    """
-    if objective in ("elbo", "mean-field"):
-        fn_model, fn_guide = model.model, model.guide
-        if beta != 1.0:
-            fn_model = _AnnealLatents(beta)(fn_model)
-            fn_guide = _AnnealLatents(beta)(fn_guide)
-        loss = None
-        if objective == "elbo" and num_particles == 1:
-            loss = _trace_elbo_loss(fn_model, fn_guide, args)
-        if loss is None:
-            loss = elbo.differentiable_loss(fn_model, fn_guide, *args)
-        return loss, -loss.detach()
-    if objective == "iwae":
-        lw = log_weights(
-            model.model,
-            model.guide,
-            *args,
-            num_particles=num_particles,
-            chunk_size=num_particles,
-            grad=True,
-            max_plate_nesting=nesting,
-        )
-        value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
-        return -value, value.detach()
-    if objective == "iwae-dreg":
-        return _dreg_loss(model, args, num_particles, nesting)
-    raise ConfigError(f"unknown objective '{objective}': choose one of {', '.join(OBJECTIVES)}")
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _first_reason(e: BaseException) -> str:
-    """The informative line of an error: torch's load_state_dict puts it after a heading."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    for line in lines:
-        if line.startswith(("size mismatch", "Missing key", "Unexpected key")):
-            return line
-    return lines[0] if lines else type(e).__name__
-
-
-def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Writes a tensors-only checkpoint atomically (temporary file, fsync, rename)."""
-    _atomic_save(state, Path(path))
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Loads a checkpoint with ``weights_only=True``; refuses anything that is not tensors-only."""
-    path = Path(path)
-    if not path.is_file():
-        raise RunDirError(f"no checkpoint at {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        text = str(e).strip()
-        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if unsafe:  # never unpickled: weights_only=True stops at the first Python object
-            raise RunDirError(
-                f"refusing checkpoint {path}: it is not tensors-only (it holds the pickled "
-                f"Python object {unsafe.group(1)}), and pyrogen never unpickles code"
-            ) from None
-        first = text.splitlines()[0].split(". ")[0] if text else type(e).__name__
-        raise RunDirError(
-            f"cannot load checkpoint {path}: it is corrupt or truncated ({first[:160]})"
-        ) from None
-
-
-class _SignalGuard:
-    """Defers SIGINT and SIGTERM to the next step boundary, where training checkpoints and stops.
-
-    A second Ctrl-C interrupts at once (the last checkpoint on disk stays valid).
-    """
-
-    def __enter__(self) -> _SignalGuard:
-        self.signum = 0
-        self.previous: dict[int, Any] = {}
-        if _in_main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._request)
-        return self
-
-    def _request(self, signum: int, frame: Any) -> None:
-        if self.signum and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _make_elbo(objective: str, num_particles: int, nesting: int) -> Any:
-    if objective == "elbo":
-        return Trace_ELBO(
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=nesting,
-        )
-    if objective == "mean-field":
-        return TraceMeanField_ELBO(
-            num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=nesting,
-        )
-    return None
 
 
 def _lr_lambda(schedule: str, epochs: int, steps_per_epoch: int) -> Callable[[int], float]:
