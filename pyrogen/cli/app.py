@@ -1,0 +1,71 @@
+"""``main``: parses the command line, dispatches to a command, turns errors into exit statuses."""
+
+from __future__ import annotations
+
+import sys
+
+from pyrogen import distributed
+from pyrogen.cli.evaluation import cmd_compare, cmd_evaluate, cmd_report
+from pyrogen.cli.parser import _apply_config, _parser
+from pyrogen.cli.sampling import cmd_sample
+from pyrogen.cli.training import cmd_run, cmd_train
+from pyrogen.errors import PyrogenError
+
+__all__ = ["COMMANDS", "main", "run_model_file"]
+
+COMMANDS = {
+    "train": cmd_train,
+    "run": cmd_run,
+    "evaluate": cmd_evaluate,
+    "compare": cmd_compare,
+    "sample": cmd_sample,
+}
+
+
+COMMANDS["report"] = cmd_report
+
+
+def run_model_file(
+    path: str, class_name: str, args: list[str] | None = None, defaults: tuple[str, ...] = ()
+) -> int:
+    """``pyrogen run PATH:CLASS`` with a model file's ``defaults`` before the user's ``args``.
+
+    The ``main`` of every zoo file: ``python models/vae.py --data digits --epochs 5`` takes the
+    options of ``pyrogen run`` (later options win, so the user's override the defaults).
+    """
+    argv = list(sys.argv[1:] if args is None else args)
+    return main(["run", f"{path}:{class_name}", *defaults, *argv])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyrogen`` command; returns the exit status."""
+    from pyrogen.train import Interrupted, TrainingError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if (getattr(args, "nproc", None) or 1) > 1 and not distributed.launched():
+        return distributed.launch(args.nproc, distributed.strip_option(argv, "--nproc"))
+    cleanup = distributed.setup_from_env()  # under torchrun: join the group; rank 0 prints
+    try:
+        if getattr(args, "config", None):
+            args = _apply_config(args, parser, argv)
+        result = COMMANDS[args.command](args)
+        if args.command == "train":
+            print(f"run directory: {result}")
+        return 0
+    except Interrupted as e:
+        print(f"pyrogen: {e}; checkpoint written, continue with --resume", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"pyrogen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (PyrogenError, TrainingError) as e:
+        if args.debug:
+            raise
+        print(f"pyrogen {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        cleanup()

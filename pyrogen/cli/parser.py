@@ -1,0 +1,257 @@
+"""The arguments of the ``pyrogen`` command, --config TOML files and checks of the options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import tomllib
+import torch
+
+from pyrogen import distributed
+from pyrogen.errors import ConfigError
+
+__all__ = ["DEFAULT_EPOCHS", "TRAIN_KEYS"]
+
+TRAIN_KEYS = {
+    "data",
+    "epochs",
+    "batch_size",
+    "lr",
+    "objective",
+    "particles",
+    "latent_dim",
+    "hidden_dims",
+    "likelihood",
+    "seed",
+    "out",
+    "binarize",
+    "val_fraction",
+    "lr_schedule",
+    "kl_warmup",
+    "clip_norm",
+    "patience",
+    "on_nan",
+    "device",
+    "quiet",
+    "ks",
+    "eval_particles",
+    "split",
+    "limit",
+}
+
+
+DEFAULT_EPOCHS = 30
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got '{text}'"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
+    return values
+
+
+def _add_eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ks",
+        default="1,10,100,1000",
+        help="k of the IWAE bounds, comma-separated; 1 is the ELBO (default %(default)s)",
+    )
+    p.add_argument(
+        "--eval-particles",
+        type=int,
+        default=None,
+        help="pool size K per data point (default: the largest k)",
+    )
+    p.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "val", "train"],
+        help="data split to evaluate (default %(default)s)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N points")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model",
+        nargs="?",
+        default=None,
+        help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae); "
+        "with --resume, read from the run's config.json",
+    )
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="digits, fashion-mnist, mnist, or a .npy/.npz/.csv/.pt file",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default {DEFAULT_EPOCHS}; with --resume, the run's own",
+    )
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--objective", default="elbo", help="elbo (Trace_ELBO), mean-field, iwae or iwae-dreg"
+    )
+    p.add_argument("--particles", type=int, default=1, help="ELBO particles, or k for IWAE")
+    p.add_argument("--latent-dim", type=int, default=None)
+    p.add_argument("--hidden-dims", type=_int_list, default=None, help="e.g. 400 or 200,200")
+    p.add_argument("--likelihood", default=None, help="bernoulli or gaussian (models that take it)")
+    p.add_argument(
+        "--binarize",
+        default=None,
+        choices=["dynamic", "static", "none"],
+        help="default: dynamic for digits/mnist/fashion-mnist, none for files",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--lr-schedule", default="constant", help="constant, cosine or step")
+    p.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
+    p.add_argument("--clip-norm", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None, help="early stopping on validation ELBO")
+    p.add_argument("--on-nan", default="stop", choices=["stop", "skip"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default runs/MODEL-DATA-TIME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="N > 1: data parallel in N processes on this machine (through torchrun)",
+    )
+    p.add_argument("--config", default=None, help="a TOML file of these options")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyrogen",
+        description="Deep latent-variable generative models on Pyro with honest likelihoods.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model/guide pair by SVI into a run directory")
+    _add_train_options(p)
+
+    p = sub.add_parser("run", help="the main job: train, evaluate the bounds, report")
+    _add_train_options(p)
+    _add_eval_options(p)
+
+    p = sub.add_parser("evaluate", help="ELBO, IWAE_k and log p(x) per data point for a run")
+    p.add_argument("run")
+    _add_eval_options(p)
+    p.add_argument("--batch-size", type=int, default=None, help="data points per pool")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="N > 1: shard the points over N processes (through torchrun)",
+    )
+
+    p = sub.add_parser("compare", help="put evaluated runs side by side")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--out", default=None, help="folder for comparison.csv and comparison.md")
+
+    p = sub.add_parser("sample", help="draw new x from a trained model")
+    p.add_argument("run")
+    p.add_argument("-n", "--num", type=int, default=64)
+    p.add_argument("--out", default=None, help="PNG for image data, else .npy/.csv")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
+
+    p = sub.add_parser("report", help="write the HTML/Markdown report of one or more runs")
+    p.add_argument("runs", nargs="+")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="HTML file (default RUN/report.html for one run, else report.html)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the model samples")
+    p.add_argument(
+        "--mmd-samples",
+        type=int,
+        default=1000,
+        help="model samples and test points compared by MMD² (default %(default)s)",
+    )
+    for a in (parser, *sub.choices.values()):
+        if a is not parser:
+            a.add_argument(
+                "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+            )  # keeps `pyrogen --debug CMD` in effect
+    return parser
+
+
+def _apply_config(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]
+) -> argparse.Namespace:
+    """Options from --config FILE.toml, overridden by those given on the command line."""
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        values = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - TRAIN_KEYS)
+    if unknown:
+        import difflib
+
+        close = [m for k in unknown for m in difflib.get_close_matches(k, TRAIN_KEYS, 1, 0.5)]
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"config file {path} has unknown keys: {', '.join(unknown)} "
+            f"({hint}known: {', '.join(sorted(TRAIN_KEYS))})"
+        )
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    for key, value in values.items():
+        if key not in given:
+            if key == "hidden_dims" and isinstance(value, list):
+                value = tuple(int(v) for v in value)
+            setattr(args, key, value)
+    return args
+
+
+def _default_binarize(data: str) -> str:
+    return "dynamic" if data in ("digits", "mnist", "fashion-mnist") else "none"
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA GPU is available here (use cpu or auto)")
+    try:
+        return distributed.local_device(torch.device(name))
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}': use cpu, cuda or auto") from None
+
+
+def _check_train_options(args: argparse.Namespace) -> None:
+    for name in ("epochs", "batch_size", "particles"):
+        value = getattr(args, name)
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not args.lr > 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    from pyrogen.train import OBJECTIVES
+
+    if args.objective not in OBJECTIVES:
+        raise ConfigError(
+            f"unknown objective '{args.objective}': choose one of {', '.join(OBJECTIVES)}"
+        )
+    if not 0 < args.val_fraction < 1:
+        raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
