@@ -1,6 +1,15 @@
 """Errors that pyrogen raises for bad input; the command line prints them in one or two lines."""
 
-__all__ = ["PyrogenError", "ContractError", "DataError", "ConfigError", "RunDirError"]
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigError",
+    "ContractError",
+    "DataError",
+    "PyrogenError",
+    "RunDirError",
+    "format_rows",
+]
 
 
 class PyrogenError(Exception):
@@ -21,3 +30,10 @@ class ConfigError(PyrogenError):
 
 class RunDirError(PyrogenError):
     """A run directory is missing, incomplete or would be overwritten."""
+
+
+def format_rows(rows: Sequence[int], limit: int = 3) -> str:
+    """``"rows 3, 17, 42 (and 5 more)"`` for the first ``limit`` of the indices ``rows``."""
+    shown = ", ".join(str(int(r)) for r in rows[:limit])
+    more = f" (and {len(rows) - limit} more)" if len(rows) > limit else ""
+    return f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}"

@@ -27,6 +27,7 @@ __all__ = [
     "check_model",
     "latent_sites",
     "observed_sites",
+    "plate_nesting",
     "wants_labels",
 ]
 
@@ -127,6 +128,18 @@ def observed_sites(trace: poutine.Trace) -> list[str]:
         for name, site in trace.nodes.items()
         if site["type"] == "sample" and site["is_observed"]
     ]
+
+
+def plate_nesting(*traces: poutine.Trace) -> int:
+    """How many tensor dims the vectorized plates of these traces use (Pyro's max_plate_nesting)."""
+    nesting = 0
+    for tr in traces:
+        for site in tr.nodes.values():
+            if site["type"] == "sample":
+                for frame in site["cond_indep_stack"]:
+                    if frame.vectorized and frame.dim is not None:
+                        nesting = max(nesting, -frame.dim)
+    return nesting
 
 
 def _data_frame(site: dict) -> Any | None:
@@ -301,13 +314,7 @@ def check_model(
                 f"{_first_bad_rows(value, ok)}{hint}"
             )
 
-    max_nesting = 0
-    for tr in (model_tr, guide_tr):
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized and frame.dim is not None:
-                        max_nesting = max(max_nesting, -frame.dim)
+    max_nesting = plate_nesting(model_tr, guide_tr)
     for name in model_latent + observed:
         site = model_tr.nodes[name]
         lp_shape = site["fn"].batch_shape

@@ -24,7 +24,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.model import DATA_PLATE, latent_sites, observed_sites
+from pyrogen.model import DATA_PLATE, latent_sites, observed_sites, plate_nesting
 
 __all__ = ["log_density", "log_weights", "trace_pair"]
 
@@ -40,14 +40,7 @@ def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: di
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
-    nesting = 0
-    for tr in (guide_tr, model_tr):
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                for f in site["cond_indep_stack"]:
-                    if f.vectorized and f.dim is not None:
-                        nesting = max(nesting, -f.dim)
-    return nesting
+    return plate_nesting(guide_tr, model_tr)
 
 
 def _in_particle_plate(fn: Callable, size: int, dim: int) -> Callable:

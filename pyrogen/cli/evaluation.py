@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pyrogen import distributed
+from pyrogen.atomic import write_text
 from pyrogen.cli.parser import _resolve_device
 from pyrogen.errors import ConfigError, RunDirError
 
@@ -89,9 +90,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
 
 
 def _write_csv(df: Any, path: Path, index: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=index)
-    tmp.replace(path)
+    write_text(path, df.to_csv(index=index))
 
 
 def format_summary(summary: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pyrogen.errors import DataError
+from pyrogen.errors import DataError, format_rows
 
 USER_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv", ".pt")
 
@@ -17,13 +17,6 @@ USER_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv", ".pt")
 # --------------------------------------------------------------------------------------------
 # Validation of arrays
 # --------------------------------------------------------------------------------------------
-
-
-def _format_rows(rows: np.ndarray, limit: int = 3) -> str:
-    """``"rows 3, 17, 42 (and 5 more)"`` for the first few indices of ``rows``."""
-    shown = ", ".join(str(int(r)) for r in rows[:limit])
-    more = f" (and {len(rows) - limit} more)" if len(rows) > limit else ""
-    return f"{'row' if len(rows) == 1 else 'rows'} {shown}{more}"
 
 
 def _to_unit_interval(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -48,7 +41,7 @@ def _to_unit_interval(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple
     if flat.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         if bad.size:
-            raise DataError(f"{source} has NaN or infinite values in {_format_rows(bad)} (from 0)")
+            raise DataError(f"{source} has NaN or infinite values in {format_rows(bad)} (from 0)")
     if flat.dtype == np.uint8:
         # torch converts in parallel; torch.tensor copies, so read-only input is fine.
         out = torch.tensor(flat, dtype=torch.float32).div_(255).numpy()
@@ -76,10 +69,10 @@ def _to_labels(labels: Any, n: int, source: str) -> np.ndarray:
     if labels.dtype.kind == "f":
         bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
         if bad.size:
-            raise DataError(f"{source}: labels y are not integers in {_format_rows(bad)} (from 0)")
+            raise DataError(f"{source}: labels y are not integers in {format_rows(bad)} (from 0)")
     negative = np.flatnonzero(labels < 0)
     if negative.size:
-        raise DataError(f"{source}: labels y are negative in {_format_rows(negative)} (from 0)")
+        raise DataError(f"{source}: labels y are negative in {format_rows(negative)} (from 0)")
     return labels.astype(np.int64)
 
 
@@ -123,7 +116,7 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             bad = np.flatnonzero(pd.to_numeric(values, errors="coerce").isna() & values.notna())
             raise DataError(
                 f"CSV file {path}: column {column!r} is not numeric "
-                f"(see data {_format_rows(bad)}, counting data rows from 0)"
+                f"(see data {format_rows(bad)}, counting data rows from 0)"
             )
     labels = None
     if label_columns:

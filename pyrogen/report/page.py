@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import html
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pyrogen.atomic import write_text
 from pyrogen.report.tables import BEST, best_rows
 
 __all__ = ["Block", "Page", "format_value"]
@@ -239,9 +239,7 @@ class Page:
             (out, self.html(generated)),
             (md, self.markdown(generated, folder.name)),
         ):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
+            write_text(path, text)
         return out, md, folder
 
 

@@ -4,41 +4,16 @@ checkpoint never unpickles code."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import torch
 
+from pyrogen.atomic import write_atomically
 from pyrogen.errors import RunDirError
 
 __all__ = ["load_checkpoint", "save_checkpoint"]
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _first_reason(e: BaseException) -> str:
@@ -52,7 +27,7 @@ def _first_reason(e: BaseException) -> str:
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Writes a tensors-only checkpoint atomically (temporary file, fsync, rename)."""
-    _atomic_save(state, Path(path))
+    write_atomically(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -25,11 +25,11 @@ import pyro
 import torch
 
 from pyrogen import distributed
+from pyrogen.atomic import write_text
 from pyrogen.bounds import log_weights
-from pyrogen.errors import ConfigError, DataError, RunDirError
+from pyrogen.errors import ConfigError, DataError, RunDirError, format_rows
 from pyrogen.model import GenerativeModel, check_model, wants_labels
 from pyrogen.train.checkpoints import (
-    _atomic_write_text,
     _first_reason,
     load_checkpoint,
     save_checkpoint,
@@ -203,11 +203,8 @@ def fit(
         if x is not None and x.is_floating_point() and not bool(torch.isfinite(x.sum())):
             bad = (~torch.isfinite(x.reshape(x.shape[0], -1))).any(-1).nonzero().flatten()
             if len(bad):
-                rows = ", ".join(str(int(i)) for i in bad[:5])
-                more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
                 raise DataError(
-                    f"{name} has NaN or infinite values in "
-                    f"row{'s' if len(bad) > 1 else ''} {rows}{more} (from 0)"
+                    f"{name} has NaN or infinite values in {format_rows(bad, limit=5)} (from 0)"
                 )
 
     if device is not None:
@@ -299,9 +296,7 @@ def fit(
                 "versions": _versions(),
             }
             settings.update(config or {})
-            _atomic_write_text(
-                json.dumps(settings, indent=2, default=str) + "\n", out_dir / "config.json"
-            )
+            write_text(out_dir / "config.json", json.dumps(settings, indent=2, default=str) + "\n")
 
     def checkpoint(epoch: int, step: int) -> None:
         if ckpt_path is None:
@@ -327,8 +322,8 @@ def fit(
                 **rank_rngs,
             },
         )
-        _atomic_write_text(
-            pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False), out_dir / "history.csv"
+        write_text(
+            out_dir / "history.csv", pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False)
         )
         distributed.barrier()
 
