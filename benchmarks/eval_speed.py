@@ -19,13 +19,16 @@ IWAE_K agree.
 
 Peak memory: ``pyrogen.evaluate`` with ks up to ``--memory-k`` runs in a fresh subprocess on the
 first ``--memory-points`` test images (all 10,000 test images are loaded), which reports its peak
-resident set size (VmHWM) after each batch. evaluate holds one batch's pool at a time, so when the
-peak stays flat from batch to batch, the peak for the whole test set is this peak plus the
-per-point table (a few MB).
+resident set size (VmHWM) after each batch. evaluate reduces each batch's weights chunk by chunk,
+so when the peak stays flat from batch to batch, the peak for the whole test set is this peak plus
+the per-point table (a few MB). ``--memory-sweep 1000,100000,1000000`` measures that peak for each
+K in its own subprocess (eval_memory_k.csv): flat in K, since only the largest weights that
+k-hat needs are kept.
 
 Usage::
 
     PYTHONPATH=. python benchmarks/eval_speed.py --ks 100,1000,5000 --points 32 --repeats 5
+    PYTHONPATH=. python benchmarks/eval_speed.py --memory-sweep 1000,100000,1000000
 
 References:
     | Importance Weighted Autoencoders (Burda et al., 2015) | https://arxiv.org/abs/1509.00519
@@ -105,14 +108,14 @@ def _child(ns: argparse.Namespace) -> None:
     # the peak after each batch's pool is reduced: flat after the first batches when memory is
     # per batch, which is what lets a subset stand for the whole test set
     by_batch: list[float] = []
-    reduce_pool = bounds.estimators.estimate  # evaluate looks it up in its own module
+    reduce_pool = bounds.streaming.PoolReducer.table
 
-    def recording(lw: torch.Tensor, ks: list[int]) -> pd.DataFrame:
-        table = reduce_pool(lw, ks)
+    def recording(self: bounds.streaming.PoolReducer) -> pd.DataFrame:
+        table = reduce_pool(self)
         by_batch.append(_peak_mib())
         return table
 
-    bounds.estimators.estimate = recording
+    bounds.streaming.PoolReducer.table = recording
     tick = time.perf_counter()
     ks = sorted(k for k in {1, 10, 100, 1000, ns.memory_k} if k <= ns.memory_k)
     ev = pyrogen.evaluate(vae.model, vae.guide, x[: ns.memory_points], ks=ks, seed=ns.seed)
@@ -177,6 +180,21 @@ def peak_memory(ns: argparse.Namespace) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def memory_sweep(ns: argparse.Namespace) -> pd.DataFrame:
+    """Peak memory of evaluate for each K of ``--memory-sweep``: flat in K when it streams."""
+    rows = []
+    for k in [int(v) for v in ns.memory_sweep.split(",") if v.strip()]:
+        ns.memory_k = k
+        mem = peak_memory(ns)
+        rows.append({"k": k, "data": ns.data, "threads": ns.threads, **mem})
+        print(f"K={k}: peak RSS {mem['peak_rss_mib']:.0f} MiB ({mem['seconds']:.1f} s)", flush=True)
+    table = pd.DataFrame(rows)
+    out = Path(ns.out).with_name("eval_memory_k.csv")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    return table
+
+
 def main(args: list[str] | None = None) -> pd.DataFrame:
     """Times the two passes for each K, optionally measures evaluate's peak memory, writes a CSV."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -195,12 +213,20 @@ def main(args: list[str] | None = None) -> pd.DataFrame:
         help="test points for the peak-memory run of evaluate (0: skip it)",
     )
     parser.add_argument("--memory-k", type=int, default=5000)
+    parser.add_argument(
+        "--memory-sweep",
+        default="",
+        help="comma-separated K: peak memory of evaluate on --memory-points points for each K "
+        "(fresh subprocess each), written to eval_memory_k.csv beside --out; no timing",
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args(args)
     if ns.child:
         _child(ns)
         return pd.DataFrame()
+    if ns.memory_sweep:
+        return memory_sweep(ns)
     torch.set_num_threads(ns.threads)
     ks = [int(k) for k in ns.ks.split(",") if k.strip()]
     x = _load(ns.data, "test", ns.points, ns.seed)

@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -25,7 +26,8 @@ import pandas as pd
 import torch
 
 from pyrogen import distributed
-from pyrogen.bounds.weights import _max_plate_nesting, log_weights
+from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
+from pyrogen.bounds.weights import _max_plate_nesting, iter_log_weights
 from pyrogen.errors import ConfigError
 
 __all__ = [
@@ -47,8 +49,8 @@ def iwae(lw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
     With G = K // k groups, each group gives log (1/k) sum_j exp(w_j); the estimate is the mean over
     groups and its standard error the groups' standard deviation over sqrt(G). With a single group
-    (k = K) the standard error is the delta-method one of log of a mean,
-    sqrt((K sum_j w~_j^2 - 1) / K), with w~ the self-normalized weights.
+    (K < 2k) the standard error is the delta-method one of log of a mean,
+    sqrt((k sum_j w~_j^2 - 1) / k), with w~ the self-normalized weights of the group's k draws.
 
     Returns:
         (estimate [N], stderr [N]).
@@ -68,8 +70,8 @@ def iwae(lw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     if groups > 1:
         se = g.std(0, unbiased=True) / math.sqrt(groups)
     else:
-        w = torch.softmax(lw, dim=0)
-        se = ((num * (w**2).sum(0) - 1).clamp_min(0) / num).sqrt()
+        w = torch.softmax(lw[:k], dim=0)  # the group's own k draws (k <= K < 2k)
+        se = ((k * (w**2).sum(0) - 1).clamp_min(0) / k).sqrt()
     return est, se
 
 
@@ -81,20 +83,32 @@ def _group_ess(lw: torch.Tensor, k: int) -> torch.Tensor:
     return (1.0 / (w**2).sum(1)).mean(0)
 
 
-def pareto_khat(lw: torch.Tensor) -> np.ndarray:
+def pareto_khat(
+    lw: torch.Tensor, num_draws: int | None = None, constant: np.ndarray | None = None
+) -> np.ndarray:
     """Pareto k-hat of each point's K weights (PSIS, ArviZ): < 0.5 good, > 0.7 unreliable.
 
     Identical weights have no tail; ArviZ's fit returns -inf or nan for them, reported here as
     ``-inf`` (a perfectly reliable estimate). With fewer than ``MIN_KHAT_DRAWS`` draws: NaN.
+
+    Arguments:
+        lw: log-weights [rows, N]: the whole pool, or its largest ``rows`` >=
+            :func:`~pyrogen.bounds.streaming.khat_buffer_size` (num_draws) per point.
+        num_draws: the pool's size K when ``lw`` holds only its largest weights; the tail's length
+            then follows K (passed to PSIS as the relative efficiency rows / K).
+        constant: which points' K weights are all equal (default: judged from ``lw``).
     """
     import arviz as az  # slow to import: only where k-hat is computed
 
-    if lw.shape[0] < MIN_KHAT_DRAWS:  # too few draws for a tail: no estimate, not +inf
+    rows = lw.shape[0]
+    num_draws = num_draws or rows
+    if num_draws < MIN_KHAT_DRAWS:  # too few draws for a tail: no estimate, not +inf
         return np.full(lw.shape[1], np.nan)
     arr = lw.double().T.cpu().numpy()
-    constant = np.ptp(arr, axis=1) < 1e-9
+    if constant is None:
+        constant = np.ptp(arr, axis=1) < 1e-9
     with np.errstate(all="ignore"):
-        _, khat = az.psislw(arr.copy())
+        _, khat = az.psislw(arr.copy(), reff=rows / num_draws)
     khat = np.asarray(khat, dtype=float).reshape(-1)
     khat[constant] = -np.inf
     return khat
@@ -132,25 +146,11 @@ def estimate(lw: torch.Tensor, ks: Sequence[int]) -> pd.DataFrame:
     ``log_px`` (IWAE at the largest k) and ``log_px_stderr``, ``gap`` (log_px - elbo, the KL from
     the guide to the posterior plus estimator bias), ``ess`` (of all K draws) and ``khat``.
     """
-    ks = parse_ks(ks)
-    cols: dict[str, np.ndarray] = {}
-    for k in ks:
-        est, se = iwae(lw, k)
-        name = "elbo" if k == 1 else f"iwae_{k}"
-        cols[name] = est.cpu().numpy()
-        cols[f"{name}_stderr"] = se.cpu().numpy()
-    if 1 not in ks:
-        est, se = iwae(lw, 1)
-        cols["elbo"], cols["elbo_stderr"] = est.cpu().numpy(), se.cpu().numpy()
-    top = "elbo" if ks[-1] == 1 else f"iwae_{ks[-1]}"
-    cols["log_px"] = cols[top]
-    cols["log_px_stderr"] = cols[f"{top}_stderr"]
-    cols["gap"] = cols["log_px"] - cols["elbo"]
-    for k in ks:
-        cols[f"ess_{k}"] = _group_ess(lw, k).cpu().numpy()
-    cols["ess"] = _group_ess(lw, lw.shape[0]).cpu().numpy()
-    cols["khat"] = pareto_khat(lw)
-    return pd.DataFrame(cols)
+    from pyrogen.bounds.streaming import PoolReducer
+
+    reducer = PoolReducer(parse_ks(ks), lw.shape[0], lw.shape[1], lw.device)
+    reducer.update(lw)
+    return reducer.table()
 
 
 def summarize(points: pd.DataFrame, ks: Sequence[int], data_dim: int | None = None) -> pd.DataFrame:
@@ -189,6 +189,25 @@ def summarize(points: pd.DataFrame, ks: Sequence[int], data_dim: int | None = No
     return pd.DataFrame(rows)
 
 
+def _available_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not on every platform
+        return None
+
+
+def _check_buffer_fits(num_draws: int, batch: int) -> None:
+    """Refuses up front a K whose k-hat buffer (x3 while it is merged) cannot fit in memory."""
+    need = 3 * khat_buffer_size(num_draws) * batch * 8
+    free = _available_bytes()
+    if free is not None and need > free // 2:
+        raise ConfigError(
+            f"K={num_draws} needs {need / 2**30:.1f} GiB for the largest weights of {batch} "
+            f"point(s) (Pareto k-hat), more than half of the {free / 2**30:.1f} GiB available; "
+            "use a smaller K or --batch-size"
+        )
+
+
 @torch.no_grad()
 def evaluate(
     model: Callable,
@@ -205,8 +224,10 @@ def evaluate(
     """Evaluates the bounds of a model/guide pair on every row of ``x``.
 
     Data points are processed in batches; for each batch a pool of K = max(ks) (or
-    ``num_particles``) weights per point is drawn by :func:`log_weights` and reduced at once, so
-    memory stays bounded by one batch's pool.
+    ``num_particles``) weights per point is drawn chunk by chunk and reduced as it arrives
+    (:class:`~pyrogen.bounds.streaming.PoolReducer`), so memory is one chunk of particles plus
+    the largest weights that k-hat needs (:func:`~pyrogen.bounds.streaming.khat_buffer_size`),
+    not the pool: it does not grow with K beyond that buffer.
 
     Arguments:
         model, guide: the pair's callables.
@@ -236,6 +257,7 @@ def evaluate(
         raise ConfigError("nothing to evaluate: the data have no rows")
     if batch_size is None:
         batch_size = max(1, min(n, 2**20 // num, 256))
+    _check_buffer_fits(num, min(batch_size, n))
     nesting = _max_plate_nesting(model, guide, (x[:2], *(a[:2] for a in args)), {})
     tables = []
     starts = distributed.shard(range(0, n, batch_size))
@@ -247,15 +269,17 @@ def evaluate(
         if seed is not None:
             torch.manual_seed(seed * 1_000_003 + s)
         batch = (x[s : s + batch_size], *(a[s : s + batch_size] for a in args))
-        lw = log_weights(
+        reducer = PoolReducer(ks, num, batch[0].shape[0], x.device)
+        for lw in iter_log_weights(
             model,
             guide,
             *batch,
             num_particles=num,
             chunk_size=chunk_size,
             max_plate_nesting=nesting,
-        )
-        tables.append((s, estimate(lw, ks)))
+        ):
+            reducer.update(lw)
+        tables.append((s, reducer.table()))
     points = pd.concat(distributed.gather_in_order(tables), ignore_index=True)
     points.index.name = "point"
     return Evaluation(points, summarize(points, ks, data_dim=int(x[0].numel())))

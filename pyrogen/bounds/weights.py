@@ -15,7 +15,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
@@ -26,7 +26,7 @@ from pyro.poutine.messenger import Messenger
 from pyrogen.errors import ConfigError, ContractError
 from pyrogen.model import DATA_PLATE, latent_sites, observed_sites, plate_nesting
 
-__all__ = ["log_density", "log_weights", "trace_pair"]
+__all__ = ["iter_log_weights", "log_density", "log_weights", "trace_pair"]
 
 PARTICLE_PLATE = "_pyrogen_particles"
 
@@ -228,6 +228,37 @@ def log_weights(
         >>> log_weights(m.model, m.guide, torch.zeros(3, 4), num_particles=10).shape
         torch.Size([10, 3])
     """
+    chunks = list(
+        iter_log_weights(
+            model,
+            guide,
+            *args,
+            num_particles=num_particles,
+            chunk_size=chunk_size,
+            grad=grad,
+            max_plate_nesting=max_plate_nesting,
+            **kwargs,
+        )
+    )
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 0)
+
+
+def iter_log_weights(
+    model: Callable,
+    guide: Callable,
+    *args: Any,
+    num_particles: int,
+    chunk_size: int | None = None,
+    grad: bool = False,
+    max_plate_nesting: int | None = None,
+    **kwargs: Any,
+) -> Iterator[torch.Tensor]:
+    """The log-weights of :func:`log_weights` as they are drawn: chunks [c, N] of particles.
+
+    Consuming the chunks one by one (e.g. with :class:`~pyrogen.bounds.streaming.PoolReducer`)
+    keeps memory bounded by one chunk for any K; the draws are those of :func:`log_weights`
+    under the same seed.
+    """
     if num_particles < 1:
         raise ConfigError(f"num_particles must be a positive integer, got {num_particles}")
     if max_plate_nesting is None:
@@ -236,20 +267,18 @@ def log_weights(
         numel = max((a.numel() for a in args if isinstance(a, torch.Tensor)), default=1)
         chunk_size = max(1, CHUNK_ELEMENTS // max(numel, 1))
     chunk_size = min(chunk_size, num_particles)
-    chunks: list[torch.Tensor] = []
     subsample: dict[str, dict] | None = None
-    with torch.set_grad_enabled(grad), pyro.validation_enabled(False):
-        done = 0
-        while done < num_particles:
-            size = min(chunk_size, num_particles - done)
+    done = 0
+    while done < num_particles:
+        size = min(chunk_size, num_particles - done)
+        with torch.set_grad_enabled(grad), pyro.validation_enabled(False):
             lw, guide_run = _chunk_weights(
                 model, guide, args, kwargs, size, max_plate_nesting, subsample
             )
-            if subsample is None:
-                subsample = _subsample_sites(guide_run)
-            chunks.append(lw)
-            done += size
-    return chunks[0] if len(chunks) == 1 else torch.cat(chunks, 0)
+        if subsample is None:
+            subsample = _subsample_sites(guide_run)
+        done += size
+        yield lw
 
 
 def _subsample_sites(run: _SiteRecorder) -> dict[str, dict]:
