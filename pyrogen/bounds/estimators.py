@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from pyrogen import distributed
+from pyrogen.bounds import psis
 from pyrogen.bounds.weights import _max_plate_nesting, log_weights
 from pyrogen.errors import ConfigError
 
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: fewer draws than this leave no tail to fit: k-hat is reported as NaN
-MIN_KHAT_DRAWS = 20
+MIN_KHAT_DRAWS = psis.MIN_KHAT_DRAWS
 
 
 def iwae(lw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -84,20 +85,10 @@ def _group_ess(lw: torch.Tensor, k: int) -> torch.Tensor:
 def pareto_khat(lw: torch.Tensor) -> np.ndarray:
     """Pareto k-hat of each point's K weights (PSIS, ArviZ): < 0.5 good, > 0.7 unreliable.
 
-    Identical weights have no tail; ArviZ's fit returns -inf or nan for them, reported here as
-    ``-inf`` (a perfectly reliable estimate). With fewer than ``MIN_KHAT_DRAWS`` draws: NaN.
+    Identical weights have no tail: ``-inf`` (a perfectly reliable estimate). With fewer than
+    ``MIN_KHAT_DRAWS`` draws: NaN. See :mod:`pyrogen.bounds.psis` (ArviZ 0.2x and 1.x alike).
     """
-    import arviz as az  # slow to import: only where k-hat is computed
-
-    if lw.shape[0] < MIN_KHAT_DRAWS:  # too few draws for a tail: no estimate, not +inf
-        return np.full(lw.shape[1], np.nan)
-    arr = lw.double().T.cpu().numpy()
-    constant = np.ptp(arr, axis=1) < 1e-9
-    with np.errstate(all="ignore"):
-        _, khat = az.psislw(arr.copy())
-    khat = np.asarray(khat, dtype=float).reshape(-1)
-    khat[constant] = -np.inf
-    return khat
+    return psis.pareto_khat(lw.detach().double().cpu().numpy())
 
 
 class Evaluation(NamedTuple):
