@@ -21,7 +21,7 @@ generations, so the numbers are the same on ArviZ 0.2x (Python 3.10+) and 1.x (P
 
 Where no tail can be fit, pyrogen says so the same way on both: NaN with fewer than
 ``MIN_KHAT_DRAWS`` draws or a tail whose first quartile is its minimum (ties), ``-inf`` where
-the tail is constant (no tail at all: a perfectly reliable estimate).
+the tail is constant (spread below ``CONSTANT_SPREAD`` nats) (no tail at all: a perfectly reliable estimate).
 
 References:
     | Pareto Smoothed Importance Sampling (Vehtari et al., 2024) | https://arxiv.org/abs/1507.02646
@@ -40,6 +40,9 @@ import numpy as np
 from pyrogen.errors import ConfigError
 
 __all__ = ["MIN_KHAT_DRAWS", "arviz_generation", "pareto_khat", "tail_length"]
+
+#: a tail whose log-weights spread less than this (nats) is constant: k-hat is -inf
+CONSTANT_SPREAD = 1e-9
 
 #: fewer draws leave a tail too short to fit (M = K // 5 < 6): k-hat is reported as NaN
 MIN_KHAT_DRAWS = 30
@@ -127,7 +130,7 @@ def pareto_khat(lw: np.ndarray, generation: int | None = None) -> np.ndarray:
     ordered = np.sort(rows, axis=1)
     with np.errstate(all="ignore"):  # inf - inf where a row is unusable (masked below)
         tail = ordered[:, num - m :] - ordered[:, num - m - 1 : num - m]  # over the cutoff
-        constant = (tail[:, -1] - tail[:, 0]) < np.finfo(float).tiny
+        constant = (tail[:, -1] - tail[:, 0]) < CONSTANT_SPREAD
         # ArviZ 1.x returns NaN where the tail's first quartile is its minimum; 0.2x fits anyway
         ties = tail[:, int(m / 4 + 0.5) - 1] <= tail[:, 0]
     # a weight of 0 (w = -inf) is a draw like any other, unless it reaches the tail's cutoff
