@@ -20,8 +20,9 @@ generations, so the numbers are the same on ArviZ 0.2x (Python 3.10+) and 1.x (P
 - ArviZ 0.2x: ``arviz.psislw(w, reff)``.
 
 Where no tail can be fit, pyrogen says so the same way on both: NaN with fewer than
-``MIN_KHAT_DRAWS`` draws or a tail whose first quartile is its minimum (ties), ``-inf`` where
-the tail is constant (spread below ``CONSTANT_SPREAD`` nats) (no tail at all: a perfectly reliable estimate).
+``MIN_KHAT_DRAWS`` draws or a tail whose first quartile is its minimum (ties); ``-inf`` where
+the tail spreads less than ``CONSTANT_SPREAD`` nats (no tail at all: a perfectly reliable
+estimate).
 
 References:
     | Pareto Smoothed Importance Sampling (Vehtari et al., 2024) | https://arxiv.org/abs/1507.02646
