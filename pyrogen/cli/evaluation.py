@@ -37,6 +37,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         binarize=cfg.get("binarize"),
         val_fraction=cfg.get("val_fraction", 0.1),
         seed=cfg.get("seed", 0),
+        scale=cfg.get("scale"),
     )
     x, y = data.x, data.y
     if args.limit is not None:

@@ -27,6 +27,8 @@ TRAIN_KEYS = {
     "latent_dim",
     "hidden_dims",
     "likelihood",
+    "scale",
+    "tensorboard",
     "seed",
     "out",
     "binarize",
@@ -108,7 +110,25 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--particles", type=int, default=1, help="ELBO particles, or k for IWAE")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--hidden-dims", type=_int_list, default=None, help="e.g. 400 or 200,200")
-    p.add_argument("--likelihood", default=None, help="bernoulli or gaussian (models that take it)")
+    p.add_argument(
+        "--likelihood",
+        default=None,
+        help="p(x | z) for models that take it (vae): bernoulli (binary), gaussian or studentt "
+        "(real values), poisson (counts)",
+    )
+    p.add_argument(
+        "--scale",
+        default=None,
+        choices=["none", "255", "minmax", "standardize"],
+        help="rescale your own data file (default: values as stored; recorded in config.json): "
+        "255 (8-bit pixels to [0, 1]), minmax (each column to [0, 1]), standardize",
+    )
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also log to TensorBoard event files in DIR (pip install 'pyrogen[tensorboard]')",
+    )
     p.add_argument(
         "--binarize",
         default=None,

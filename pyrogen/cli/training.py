@@ -25,12 +25,16 @@ from pyrogen.errors import ConfigError, RunDirError
 __all__ = ["cmd_run", "cmd_train"]
 
 
-def _load_splits(name: str, binarize: str, val_fraction: float, seed: int) -> dict:
+def _load_splits(
+    name: str, binarize: str, val_fraction: float, seed: int, scale: str | None = None
+) -> dict:
     from pyrogen.data import load_dataset
 
     b = None if binarize == "none" else binarize
     return {
-        split: load_dataset(name, split, binarize=b, val_fraction=val_fraction, seed=seed)
+        split: load_dataset(
+            name, split, binarize=b, val_fraction=val_fraction, seed=seed, scale=scale
+        )
         for split in ("train", "val")
     }
 
@@ -67,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
     cls, model_file = load_model_class(args.model)
     binarize = args.binarize or _default_binarize(args.data)
-    data = _load_splits(args.data, binarize, args.val_fraction, args.seed)
+    data = _load_splits(args.data, binarize, args.val_fraction, args.seed, args.scale)
     train = data["train"]
     options = {
         "latent_dim": args.latent_dim,
@@ -125,6 +129,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         "image_shape": train.image_shape,
         "num_classes": train.num_classes,
         "val_fraction": args.val_fraction,
+        "scale": train.scale,  # how the user's file was rescaled (None: values as stored)
         "device": str(device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "world_size": distributed.world_size(),
@@ -180,7 +185,11 @@ def _train_from_config(
     device = _resolve_device(saved.get("device", "cpu"))
     model.to(device)
     data = _load_splits(
-        saved["data"], saved.get("binarize") or "none", saved["val_fraction"], saved["seed"]
+        saved["data"],
+        saved.get("binarize") or "none",
+        saved["val_fraction"],
+        saved["seed"],
+        saved.get("scale"),
     )
     labelled = wants_labels(model.model)
     keys = (

@@ -40,7 +40,13 @@ def _test_data(cfg: dict, cache: dict) -> Any:
     """The test split of a run's data, or a message saying why it cannot be loaded."""
     from pyrogen.data import load_dataset
 
-    key = (cfg.get("data"), cfg.get("binarize"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    key = (
+        cfg.get("data"),
+        cfg.get("binarize"),
+        cfg.get("val_fraction", 0.1),
+        cfg.get("seed", 0),
+        cfg.get("scale"),
+    )
     if key not in cache:
         try:
             cache[key] = load_dataset(
@@ -50,6 +56,7 @@ def _test_data(cfg: dict, cache: dict) -> Any:
                 val_fraction=cfg.get("val_fraction", 0.1),
                 seed=cfg.get("seed", 0),
                 download=False,
+                scale=cfg.get("scale"),
             )
         except (PyrogenError, KeyError, OSError) as e:
             cache[key] = f"test data of {cfg.get('data')} not available ({e})"
