@@ -75,6 +75,11 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     if distributed.is_main():
         _write_csv(summary, run.path / "bounds.csv")
         _write_csv(points, run.path / "points.csv", index=True)
+        tb_dir = getattr(args, "tensorboard", None) or cfg.get("tensorboard")  # (#14)
+        if tb_dir:
+            from pyrogen.train.tensorboard import log_run_bounds
+
+            log_run_bounds(tb_dir, run.path, summary)
     print(
         f"bounds on {len(x)} {args.split} points of {cfg['data']} "
         f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):"

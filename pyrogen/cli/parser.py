@@ -174,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="ELBO, IWAE_k and log p(x) per data point for a run")
     p.add_argument("run")
     _add_eval_options(p)
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also log the bounds table to TensorBoard in DIR (default: the run's own, if any)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="data points per pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")

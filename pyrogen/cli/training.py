@@ -99,6 +99,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
         per_datapoint=True,  # validation and evaluation weigh each point
         all_rows=train.x.to(device) if binarize != "dynamic" else None,
     )
+    from pyrogen.train.tensorboard import tensorboard_callbacks  # (--tensorboard, #14)
+
+    callbacks = tensorboard_callbacks(getattr(args, "tensorboard", None))
 
     out = (
         Path(args.out)
@@ -130,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         "num_classes": train.num_classes,
         "val_fraction": args.val_fraction,
         "scale": train.scale,  # how the user's file was rescaled (None: values as stored)
+        "tensorboard": getattr(args, "tensorboard", None),
         "device": str(device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "world_size": distributed.world_size(),
@@ -159,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
             val_y=data["val"].y if labelled else None,
             progress=None if not args.quiet else False,
             device=device,
+            callbacks=callbacks,
             **settings,
         )
     except BaseException:
@@ -179,6 +184,7 @@ def _train_from_config(
     from pyrogen.model import wants_labels
     from pyrogen.runs import build_model, load_model_class
     from pyrogen.train import fit
+    from pyrogen.train.tensorboard import tensorboard_callbacks
 
     cls, _ = load_model_class(f"{saved['model_file']}:{saved['model_class']}")
     model = build_model(cls, saved["data_dim"], **saved.get("model_options", {}))
@@ -216,6 +222,7 @@ def _train_from_config(
         val_y=data["val"].y if labelled else None,
         progress=None if not quiet else False,
         device=device,
+        callbacks=tensorboard_callbacks(saved.get("tensorboard")),
         **{k: saved[k] for k in keys},
     )
     return out
