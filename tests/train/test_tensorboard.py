@@ -13,12 +13,10 @@ TINY = ["--epochs", "2", "--latent-dim", "2", "--hidden-dims", "16", "--quiet"]
 
 
 def _scalars(log_dir) -> dict[str, list[tuple[int, float]]]:
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    acc = event_accumulator.EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    events = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = events.EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def _summary() -> pd.DataFrame:
