@@ -92,10 +92,43 @@ def pareto_khat(lw: torch.Tensor) -> np.ndarray:
 
 
 class Evaluation(NamedTuple):
-    """Bounds of one model on one data set: a per-datapoint table and a one-row-per-k summary."""
+    """Bounds of one model on one data set: a per-datapoint table and a one-row-per-k summary.
+
+    In a notebook it shows as the bounds table (one row per k).
+    """
 
     points: pd.DataFrame
     summary: pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        """The bounds table as HTML (Jupyter's rich display)."""
+        s = self.summary
+        cols = [c for c in _TABLE_COLUMNS if c in s.columns]
+        n = (
+            int(s["num_points"].iloc[0])
+            if "num_points" in s.columns and len(s)
+            else len(self.points)
+        )
+        k = int(s["k"].max()) if "k" in s.columns and len(s) else 0
+        table = s[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        return (
+            f"<p>bounds on {n} points (K={k} draws per point; nats, higher is better; "
+            "k-hat above 0.7: unreliable)</p>" + table
+        )
+
+
+#: the columns of the bounds table, as ``pyrogen evaluate`` prints it
+_TABLE_COLUMNS = (
+    "bound",
+    "estimate",
+    "stderr",
+    "nll",
+    "bits_per_dim",
+    "gap",
+    "ess",
+    "khat",
+    "khat_gt_0.7",
+)
 
 
 def parse_ks(ks: str | Iterable[int]) -> list[int]:
