@@ -130,3 +130,20 @@ def test_builtin_image_sets_refuse_a_scale():
         load_dataset("digits", "train", scale="255")
     with pytest.raises(DataError, match="unknown scale"):
         load_dataset("digits", "train", scale="log")
+
+
+def test_sample_writes_draws_by_default_and_means_with_a_flag(tmp_path, capsys):
+    data = _counts_npz(tmp_path / "counts.npz")
+    out = tmp_path / "poisson"
+    argv = ["train", "vae", "--data", str(data), *TINY, "--likelihood", "poisson"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main(["sample", str(out), "-n", "12"]) == 0
+    draws = pd.read_csv(out / "samples.csv")  # the default for data that are not images
+    assert list(draws.columns) == [f"x{i}" for i in range(5)] and len(draws) == 12
+    assert (draws.to_numpy() == np.round(draws.to_numpy())).all()  # Poisson draws: counts
+    assert "draws from p(x)" in capsys.readouterr().out
+    assert main(["sample", str(out), "-n", "12", "--mean", "--out", str(tmp_path / "m.csv")]) == 0
+    means = pd.read_csv(tmp_path / "m.csv")
+    assert list(means.columns) == list(draws.columns)
+    assert (means.to_numpy() > 0).all() and (means.to_numpy() != means.round().to_numpy()).any()
+    assert main(["sample", str(out), "--out", str(tmp_path / "s.png")]) == 2  # not images

@@ -198,7 +198,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw new x from a trained model")
     p.add_argument("run")
     p.add_argument("-n", "--num", type=int, default=64)
-    p.add_argument("--out", default=None, help="PNG for image data, else .npy/.csv")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="PNG (an image grid; the default for image data), .csv (with a header; the default "
+        "otherwise) or .npy",
+    )
+    p.add_argument(
+        "--mean",
+        action="store_true",
+        help="write the mean of p(x | z) for each z ~ r(z) (default: draws x ~ p(x | z))",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
 
