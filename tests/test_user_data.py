@@ -147,3 +147,14 @@ def test_sample_writes_draws_by_default_and_means_with_a_flag(tmp_path, capsys):
     assert list(means.columns) == list(draws.columns)
     assert (means.to_numpy() > 0).all() and (means.to_numpy() != means.round().to_numpy()).any()
     assert main(["sample", str(out), "--out", str(tmp_path / "s.png")]) == 2  # not images
+
+
+def test_runs_written_before_scale_was_recorded_keep_dividing_uint8_by_255(tmp_path):
+    from pyrogen.data.scaling import scale_of_run
+
+    np.save(tmp_path / "px.npy", np.zeros((10, 4), dtype=np.uint8))
+    np.save(tmp_path / "real.npy", np.zeros((10, 4)))
+    assert scale_of_run({"data": str(tmp_path / "px.npy")}) == "255"  # no "scale" key: old run
+    assert scale_of_run({"data": str(tmp_path / "real.npy")}) is None
+    assert scale_of_run({"data": "digits"}) is None
+    assert scale_of_run({"data": str(tmp_path / "px.npy"), "scale": None}) is None

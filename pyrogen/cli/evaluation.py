@@ -20,6 +20,7 @@ __all__ = ["cmd_compare", "cmd_evaluate", "cmd_report", "format_summary", "markd
 def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) -> Any:
     from pyrogen.bounds import evaluate, parse_ks
     from pyrogen.data import load_dataset
+    from pyrogen.data.scaling import scale_of_run
     from pyrogen.model import check_model, wants_labels
     from pyrogen.runs import load_run
     from pyrogen.train import seed_everything
@@ -37,7 +38,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         binarize=cfg.get("binarize"),
         val_fraction=cfg.get("val_fraction", 0.1),
         seed=cfg.get("seed", 0),
-        scale=cfg.get("scale"),
+        scale=scale_of_run(cfg),
     )
     x, y = data.x, data.y
     if args.limit is not None:

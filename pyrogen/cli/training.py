@@ -181,6 +181,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
 def _train_from_config(
     saved: dict, out: Path, resume: bool, epochs: int | None, quiet: bool
 ) -> Path:
+    from pyrogen.data.scaling import scale_of_run
     from pyrogen.model import wants_labels
     from pyrogen.runs import build_model, load_model_class
     from pyrogen.train import fit
@@ -195,7 +196,7 @@ def _train_from_config(
         saved.get("binarize") or "none",
         saved["val_fraction"],
         saved["seed"],
-        saved.get("scale"),
+        scale_of_run(saved),
     )
     labelled = wants_labels(model.model)
     keys = (

@@ -16,7 +16,7 @@ are shifted but not divided.
 
 from __future__ import annotations
 
-__all__ = ["SCALES", "rescale"]
+__all__ = ["SCALES", "check_scale", "rescale", "scale_of_run"]
 
 import numpy as np
 
@@ -55,3 +55,25 @@ def rescale(x: np.ndarray, scale: str | None, reference: np.ndarray) -> np.ndarr
         shift, factor = ref.mean(axis=0), ref.std(axis=0)
     factor = np.where(factor > 0, factor, 1.0)
     return ((x.astype(np.float64) - shift) / factor).astype(np.float32)
+
+
+def scale_of_run(config: dict) -> str | None:
+    """The ``scale`` a run's data were loaded with, from its config.json.
+
+    Runs written before pyrogen recorded ``scale`` divided a user's uint8 file by 255 on their
+    own: for them, a uint8 file means ``"255"``.
+    """
+    if "scale" in config:
+        return check_scale(config["scale"])
+    from pathlib import Path
+
+    from pyrogen.data.files import USER_SUFFIXES, _read_user_file
+
+    path = Path(str(config.get("data", ""))).expanduser()
+    if path.suffix.lower() not in USER_SUFFIXES or not path.is_file():
+        return None
+    try:
+        x, _ = _read_user_file(path)
+    except DataError:
+        return None
+    return "255" if np.asarray(x).dtype == np.uint8 else None
