@@ -47,7 +47,8 @@ class Dataset:
     """A loaded data set split.
 
     Attributes:
-        x: Float32 tensor of shape ``[N, D]`` with values in ``[0, 1]``.
+        x: Float32 tensor of shape ``[N, D]``: in ``[0, 1]`` for the built-in image sets, as
+            stored (or as ``scale`` rescaled them) for a user's file.
         y: Int64 labels of shape ``[N]``, or ``None`` when the data has no labels.
         name: ``"digits"``, ``"fashion-mnist"``, ``"mnist"`` or the path of the user's file.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
