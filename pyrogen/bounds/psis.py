@@ -40,7 +40,7 @@ import numpy as np
 
 from pyrogen.errors import ConfigError
 
-__all__ = ["MIN_KHAT_DRAWS", "arviz_generation", "pareto_khat", "tail_length"]
+__all__ = ["CONSTANT_SPREAD", "MIN_KHAT_DRAWS", "arviz_generation", "pareto_khat", "tail_length"]
 
 #: a tail whose log-weights spread less than this (nats) is constant: k-hat is -inf
 CONSTANT_SPREAD = 1e-9
