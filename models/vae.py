@@ -5,7 +5,9 @@ Generative story, with a diagonal Gaussian amortized guide:
 .. math::
     z \sim \mathcal N(0, I_d), \qquad
     x \mid z \sim \mathrm{Bernoulli}(\mathrm{sigmoid}(f_\theta(z)))
-    \;\text{or}\; \mathcal N(f_\theta(z), \sigma^2 I_D), \\
+    \;\text{or}\; \mathcal N(f_\theta(z), \sigma^2 I_D)
+    \;\text{or}\; \mathrm{StudentT}_\nu(f_\theta(z), \sigma)
+    \;\text{or}\; \mathrm{Poisson}(\mathrm{softplus}(f_\theta(z))), \\
     q_\phi(z \mid x) = \mathcal N(\mu_\phi(x), \mathrm{diag}\,\sigma_\phi(x)^2),
     \qquad z = \mu_\phi(x) + \sigma_\phi(x) \odot \epsilon,\; \epsilon \sim \mathcal N(0, I).
 
@@ -29,7 +31,10 @@ from torch import nn
 import pyrogen
 from pyrogen.nn import MLP, GaussianEncoder
 
-__all__ = ["VAE", "main"]
+__all__ = ["LIKELIHOODS", "VAE", "main"]
+
+#: p_theta(x | z) by the kind of data: binary, real (light or heavy tails), counts
+LIKELIHOODS = ("bernoulli", "gaussian", "studentt", "poisson")
 
 
 class VAE(pyrogen.GenerativeModel):
@@ -39,8 +44,10 @@ class VAE(pyrogen.GenerativeModel):
         data_dim: D, the dimension of x.
         latent_dim: d, the dimension of z.
         hidden_dims: hidden layer widths of the encoder (the decoder mirrors them).
-        likelihood: ``"bernoulli"`` for binary data or ``"gaussian"`` for continuous data
-            (a learned scale shared by all pixels).
+        likelihood: ``"bernoulli"`` for binary data, ``"gaussian"`` for real values (a learned
+            scale shared by all dimensions), ``"studentt"`` for real values with heavy tails
+            (learned scale and degrees of freedom, shared) or ``"poisson"`` for counts (rate
+            softplus(f(z))).
         activation: hidden activation (relu, tanh, ...).
     """
 
@@ -53,19 +60,27 @@ class VAE(pyrogen.GenerativeModel):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        if likelihood not in ("bernoulli", "gaussian"):
-            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got '{likelihood}'")
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(
+                f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}"
+            )
         self.data_dim, self.latent_dim, self.likelihood = data_dim, latent_dim, likelihood
         self.encoder = GaussianEncoder(data_dim, hidden_dims, latent_dim, activation)
         self.decoder = MLP(latent_dim, tuple(reversed(hidden_dims)), data_dim, activation)
-        if likelihood == "gaussian":
+        if likelihood in ("gaussian", "studentt"):
             self.log_sigma = nn.Parameter(torch.tensor(-1.0))
+        if likelihood == "studentt":
+            self.log_df = nn.Parameter(torch.tensor(1.5))  # nu = e^1.5 ~ 4.5 to start
 
     def observation(self, z: torch.Tensor) -> dist.Distribution:
         """p_theta(x | z) as a distribution with event shape [D]."""
         out = self.decoder(z)
         if self.likelihood == "bernoulli":
             return dist.Bernoulli(logits=out, validate_args=False).to_event(1)
+        if self.likelihood == "poisson":
+            return dist.Poisson(nn.functional.softplus(out) + 1e-6).to_event(1)
+        if self.likelihood == "studentt":
+            return dist.StudentT(self.log_df.exp(), out, self.log_sigma.exp()).to_event(1)
         return dist.Normal(out, self.log_sigma.exp()).to_event(1)
 
     def model(self, x: torch.Tensor) -> None:

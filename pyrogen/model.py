@@ -303,11 +303,10 @@ def check_model(
             elementwise = base.check(value)
             vals = value[~elementwise] if elementwise.shape == value.shape else value.flatten()
             vals = vals if vals.numel() else value.flatten()
-            hint = ""
-            if _describe(fn) in ("Bernoulli", "ContinuousBernoulli") or "Boolean" in str(
-                fn.support
-            ):
-                hint = "; grey levels need binarizing (--binarize dynamic or static)"
+            from pyrogen.data.support import support_hint
+
+            hint = support_hint(fn.support, value)
+            hint = f"; {hint}" if hint else ""
             raise ContractError(
                 f"observed site '{name}' ({_describe(fn)}, support {fn.support}) gets values "
                 f"outside its support, e.g. {float(vals.flatten()[0]):.4g} in "

@@ -574,15 +574,18 @@ def test_npy_round_trip(tmp_path):
     assert d.image_shape is None and d.data_dim == 6 and d.x.dtype == torch.float32
 
 
-def test_npy_uint8_images(tmp_path):
+def test_npy_uint8_images_are_kept_as_stored_unless_scaled(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (40, 5, 7), dtype=np.uint8)
     path = tmp_path / "images.npy"
     np.save(path, x)
     d = load_dataset(str(path), "all")
-    assert d.image_shape == (5, 7) and d.data_dim == 35
-    assert torch.equal(d.x * 255, (d.x * 255).round())
-    expected = torch.from_numpy(x.reshape(40, 35).astype(np.float32) / 255)
-    assert _rows(d.x) + _rows(load_dataset(str(path), "test").x) == _rows(expected)
+    assert d.image_shape == (5, 7) and d.data_dim == 35 and d.scale is None
+    stored = torch.from_numpy(x.reshape(40, 35).astype(np.float32))
+    assert _rows(d.x) + _rows(load_dataset(str(path), "test").x) == _rows(stored)
+    scaled = load_dataset(str(path), "all", scale="255")
+    assert scaled.scale == "255" and torch.equal(scaled.x * 255, (scaled.x * 255).round())
+    test = load_dataset(str(path), "test", scale="255")
+    assert _rows(scaled.x) + _rows(test.x) == _rows(stored / 255)
 
 
 def test_npz_round_trip(tmp_path):
@@ -703,15 +706,21 @@ def test_wrong_shape(tmp_path, shape):
     assert f"got shape {shape}" in message and str(path) in message
 
 
-def test_out_of_range_values(tmp_path):
+def test_out_of_range_values_load_as_stored_but_cannot_be_binarized(tmp_path):
     path = tmp_path / "pixels.npy"
     x = np.zeros((10, 4))
     x[2, 1], x[5, 3] = 255.0, -0.5
     np.save(path, x)
+    assert load_dataset(str(path), "all").x.max() == 255  # never rescaled unless asked
     with pytest.raises(DataError) as info:
-        load_dataset(str(path))
+        load_dataset(str(path), binarize="static")
     message = str(info.value)
-    assert str(path) in message and "[-0.5, 255]" in message and "rescale" in message
+    assert str(path) in message and "[-0.5, 255]" in message and "--scale minmax" in message
+    pixels = tmp_path / "uint8.npy"
+    np.save(pixels, np.arange(40, dtype=np.uint8).reshape(10, 4) * 6)
+    with pytest.raises(DataError, match="8-bit pixel values.*--scale 255"):
+        load_dataset(str(pixels), binarize="dynamic")
+    assert load_dataset(str(pixels), binarize="dynamic", scale="255").x.max() <= 1
 
 
 def test_bad_labels(tmp_path):

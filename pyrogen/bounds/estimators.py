@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from pyrogen import distributed
+from pyrogen.bounds import psis
 from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
 from pyrogen.bounds.weights import _max_plate_nesting, iter_log_weights
 from pyrogen.errors import ConfigError
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 #: fewer draws than this leave no tail to fit: k-hat is reported as NaN
-MIN_KHAT_DRAWS = 20
+MIN_KHAT_DRAWS = psis.MIN_KHAT_DRAWS
 
 
 def iwae(lw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,42 +84,58 @@ def _group_ess(lw: torch.Tensor, k: int) -> torch.Tensor:
     return (1.0 / (w**2).sum(1)).mean(0)
 
 
-def pareto_khat(
-    lw: torch.Tensor, num_draws: int | None = None, constant: np.ndarray | None = None
-) -> np.ndarray:
+def pareto_khat(lw: torch.Tensor, num_draws: int | None = None) -> np.ndarray:
     """Pareto k-hat of each point's K weights (PSIS, ArviZ): < 0.5 good, > 0.7 unreliable.
 
-    Identical weights have no tail; ArviZ's fit returns -inf or nan for them, reported here as
-    ``-inf`` (a perfectly reliable estimate). With fewer than ``MIN_KHAT_DRAWS`` draws: NaN.
+    Identical weights have no tail: ``-inf`` (a perfectly reliable estimate). With fewer than
+    ``MIN_KHAT_DRAWS`` draws: NaN. See :mod:`pyrogen.bounds.psis` (ArviZ 0.2x and 1.x alike).
 
     Arguments:
         lw: log-weights [rows, N]: the whole pool, or its largest ``rows`` >=
             :func:`~pyrogen.bounds.streaming.khat_buffer_size` (num_draws) per point.
-        num_draws: the pool's size K when ``lw`` holds only its largest weights; the tail's length
-            then follows K (passed to PSIS as the relative efficiency rows / K).
-        constant: which points' K weights are all equal (default: judged from ``lw``).
+        num_draws: the pool's size K when ``lw`` holds only its largest weights.
     """
-    import arviz as az  # slow to import: only where k-hat is computed
-
-    rows = lw.shape[0]
-    num_draws = num_draws or rows
-    if num_draws < MIN_KHAT_DRAWS:  # too few draws for a tail: no estimate, not +inf
-        return np.full(lw.shape[1], np.nan)
-    arr = lw.double().T.cpu().numpy()
-    if constant is None:
-        constant = np.ptp(arr, axis=1) < 1e-9
-    with np.errstate(all="ignore"):
-        _, khat = az.psislw(arr.copy(), reff=rows / num_draws)
-    khat = np.asarray(khat, dtype=float).reshape(-1)
-    khat[constant] = -np.inf
-    return khat
+    return psis.pareto_khat(lw.detach().double().cpu().numpy(), num_draws=num_draws)
 
 
 class Evaluation(NamedTuple):
-    """Bounds of one model on one data set: a per-datapoint table and a one-row-per-k summary."""
+    """Bounds of one model on one data set: a per-datapoint table and a one-row-per-k summary.
+
+    In a notebook it shows as the bounds table (one row per k).
+    """
 
     points: pd.DataFrame
     summary: pd.DataFrame
+
+    def _repr_html_(self) -> str:
+        """The bounds table as HTML (Jupyter's rich display)."""
+        s = self.summary
+        cols = [c for c in _TABLE_COLUMNS if c in s.columns]
+        n = (
+            int(s["num_points"].iloc[0])
+            if "num_points" in s.columns and len(s)
+            else len(self.points)
+        )
+        k = int(s["k"].max()) if "k" in s.columns and len(s) else 0
+        table = s[cols].to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="", border=0)
+        return (
+            f"<p>bounds on {n} points (K={k} draws per point; nats, higher is better; "
+            "k-hat above 0.7: unreliable)</p>" + table
+        )
+
+
+#: the columns of the bounds table, as ``pyrogen evaluate`` prints it
+_TABLE_COLUMNS = (
+    "bound",
+    "estimate",
+    "stderr",
+    "nll",
+    "bits_per_dim",
+    "gap",
+    "ess",
+    "khat",
+    "khat_gt_0.7",
+)
 
 
 def parse_ks(ks: str | Iterable[int]) -> list[int]:

@@ -9,9 +9,9 @@ Every estimator of :mod:`pyrogen.bounds.estimators` is a function of running sum
   pairwise update), so its standard error is std(g) / sqrt(G). With one group (G = 1) the standard
   error is the delta-method one, sqrt((k sum_j w~_j^2 - 1) / k), from the same two sums.
 - The effective sample size of a group, 1 / sum_j w~_j^2 = exp(2 logsumexp(w) - logsumexp(2w)).
-- The Pareto k-hat of PSIS fits the M = ceil(min(0.2 K, 3 sqrt(K))) largest weights and the
-  (M+1)-th as cutoff (Vehtari et al., 2024), so a buffer of the largest weights of each point is
-  enough: :func:`khat_buffer_size` rows of it give the same k-hat as the whole pool.
+- The Pareto k-hat of PSIS fits the M ~ 3 sqrt(K) largest weights above the (M+1)-th as cutoff
+  (Vehtari et al., 2024), so a buffer of the largest weights of each point is enough:
+  :func:`khat_buffer_size` rows of it give the same k-hat as the whole pool.
 
 So the peak memory of an evaluation is one chunk of particles plus that buffer, for any K.
 
@@ -31,25 +31,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["PoolReducer", "khat_buffer_size", "khat_tail_length"]
+from pyrogen.bounds.psis import pareto_khat, tail_length
 
-
-def khat_tail_length(num_draws: int) -> int:
-    """PSIS's tail length for ``num_draws`` independent draws: ceil(min(0.2 K, 3 sqrt(K)))."""
-    return math.ceil(min(0.2 * num_draws, 3 * math.sqrt(num_draws)))
+__all__ = ["PoolReducer", "khat_buffer_size"]
 
 
 def khat_buffer_size(num_draws: int) -> int:
     """Rows of largest weights that determine the k-hat of a pool of ``num_draws``.
 
-    Given the B = 5 (M + 1) largest of K draws and a relative efficiency r_eff = B / K, PSIS's tail
-    of ceil(min(0.2 B, 3 sqrt(B / r_eff))) = ceil(3 sqrt(K)) = M draws and its cutoff (the
-    (M+1)-th largest) are those of the whole pool, so the fit is the same. Below K = 225 the tail
-    rule is 0.2 K and the whole pool is kept (at most 224 rows).
+    PSIS fits the M = :func:`~pyrogen.bounds.psis.tail_length` (K) largest draws above the
+    (M+1)-th as cutoff; :func:`~pyrogen.bounds.psis.pareto_khat` given the B = 6 (M + 1) largest
+    and K fits the same tail (B leaves ArviZ room to choose M from B draws). Up to K = 225 the
+    whole pool is kept (at most 225 rows).
     """
-    if num_draws < 225:
+    if num_draws <= 225:
         return num_draws
-    return min(num_draws, 5 * (khat_tail_length(num_draws) + 1))
+    return min(num_draws, 6 * (tail_length(num_draws) + 1))
 
 
 class _Welford:
@@ -158,7 +155,6 @@ class PoolReducer:
         self.all_draws = _GroupStream(num_draws, num_draws, num_points, device)
         self.buffer_rows = khat_buffer_size(num_draws)
         self.top = torch.empty(0, num_points, dtype=torch.float64, device=device)
-        self.low = torch.full((num_points,), math.inf, dtype=torch.float64, device=device)
         self.seen = 0
 
     def update(self, lw: torch.Tensor) -> None:
@@ -170,7 +166,6 @@ class PoolReducer:
         for stream in self.streams.values():
             stream.update(lw)
         self.all_draws.update(lw)
-        self.low = torch.minimum(self.low, lw.min(0).values)
         pool = torch.cat([self.top, lw])
         if pool.shape[0] > self.buffer_rows:
             pool = pool.topk(self.buffer_rows, dim=0).values
@@ -178,8 +173,6 @@ class PoolReducer:
 
     def table(self) -> pd.DataFrame:
         """The per-point table of :func:`pyrogen.bounds.estimate` (columns in the same order)."""
-        from pyrogen.bounds.estimators import pareto_khat
-
         if self.seen != self.num_draws:
             raise ValueError(f"{self.seen} of the pool's {self.num_draws} draws were fed")
         cols: dict[str, np.ndarray] = {}
@@ -195,6 +188,5 @@ class PoolReducer:
         for k in self.asked:
             cols[f"ess_{k}"] = self.streams[k].ess().cpu().numpy()
         cols["ess"] = self.all_draws.ess().cpu().numpy()
-        constant = (self.top.max(0).values - self.low).cpu().numpy() < 1e-9
-        cols["khat"] = pareto_khat(self.top, num_draws=self.num_draws, constant=constant)
+        cols["khat"] = pareto_khat(self.top.cpu().numpy(), num_draws=self.num_draws)
         return pd.DataFrame(cols)

@@ -20,6 +20,7 @@ __all__ = ["cmd_compare", "cmd_evaluate", "cmd_report", "format_summary", "markd
 def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) -> Any:
     from pyrogen.bounds import evaluate, parse_ks
     from pyrogen.data import load_dataset
+    from pyrogen.data.scaling import scale_of_run
     from pyrogen.model import check_model, wants_labels
     from pyrogen.runs import load_run
     from pyrogen.train import seed_everything
@@ -37,6 +38,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         binarize=cfg.get("binarize"),
         val_fraction=cfg.get("val_fraction", 0.1),
         seed=cfg.get("seed", 0),
+        scale=scale_of_run(cfg),
     )
     x, y = data.x, data.y
     if args.limit is not None:
@@ -74,6 +76,11 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
     if distributed.is_main():
         _write_csv(summary, run.path / "bounds.csv")
         _write_csv(points, run.path / "points.csv", index=True)
+        tb_dir = getattr(args, "tensorboard", None) or cfg.get("tensorboard")  # (#14)
+        if tb_dir:
+            from pyrogen.train.tensorboard import log_run_bounds
+
+            log_run_bounds(tb_dir, run.path, summary)
     print(
         f"bounds on {len(x)} {args.split} points of {cfg['data']} "
         f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):"

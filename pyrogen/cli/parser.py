@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import tomllib
 import torch
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
+    import tomli as tomllib
 
 from pyrogen import distributed
 from pyrogen.errors import ConfigError
@@ -23,6 +27,8 @@ TRAIN_KEYS = {
     "latent_dim",
     "hidden_dims",
     "likelihood",
+    "scale",
+    "tensorboard",
     "seed",
     "out",
     "binarize",
@@ -104,7 +110,25 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--particles", type=int, default=1, help="ELBO particles, or k for IWAE")
     p.add_argument("--latent-dim", type=int, default=None)
     p.add_argument("--hidden-dims", type=_int_list, default=None, help="e.g. 400 or 200,200")
-    p.add_argument("--likelihood", default=None, help="bernoulli or gaussian (models that take it)")
+    p.add_argument(
+        "--likelihood",
+        default=None,
+        help="p(x | z) for models that take it (vae): bernoulli (binary), gaussian or studentt "
+        "(real values), poisson (counts)",
+    )
+    p.add_argument(
+        "--scale",
+        default=None,
+        choices=["none", "255", "minmax", "standardize"],
+        help="rescale your own data file (default: values as stored; recorded in config.json): "
+        "255 (8-bit pixels to [0, 1]), minmax (each column to [0, 1]), standardize",
+    )
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also log to TensorBoard event files in DIR (pip install 'pyrogen[tensorboard]')",
+    )
     p.add_argument(
         "--binarize",
         default=None,
@@ -150,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="ELBO, IWAE_k and log p(x) per data point for a run")
     p.add_argument("run")
     _add_eval_options(p)
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="also log the bounds table to TensorBoard in DIR (default: the run's own, if any)",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="data points per pool")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
@@ -168,7 +198,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw new x from a trained model")
     p.add_argument("run")
     p.add_argument("-n", "--num", type=int, default=64)
-    p.add_argument("--out", default=None, help="PNG for image data, else .npy/.csv")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="PNG (an image grid; the default for image data), .csv (with a header; the default "
+        "otherwise) or .npy",
+    )
+    p.add_argument(
+        "--mean",
+        action="store_true",
+        help="write the mean of p(x | z) for each z ~ r(z) (default: draws x ~ p(x | z))",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
 

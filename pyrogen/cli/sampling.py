@@ -1,4 +1,10 @@
-"""``pyrogen sample``: new x from a trained model, as an image grid or an array."""
+"""``pyrogen sample``: new x from a trained model, as an image grid or an array.
+
+By default each row is a draw x ~ p_theta(x | z), z ~ r(z): a sample of the model whose
+likelihood ``pyrogen evaluate`` reports (binary images for a Bernoulli likelihood, integers for a
+Poisson one). ``--mean`` writes the mean of p_theta(x | z) instead (grey levels, smooth values):
+what papers usually show, but not a sample of p_theta(x).
+"""
 
 from __future__ import annotations
 
@@ -29,23 +35,51 @@ def cmd_sample(args: argparse.Namespace) -> Path:
             if args.label is not None
             else torch.arange(args.num) % classes
         )
-    x = run.model.sample(args.num, y=y) if y is not None else run.model.sample(args.num)
+    x = _draw(run.model, args.num, y, mean=getattr(args, "mean", False))
     shape = run.config.get("image_shape")
-    out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.npy")
+    out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.csv")
     if out.suffix == ".png":
         if not shape:
-            raise ConfigError(f"{run.config['data']} is not image data; write .npy or .csv")
+            raise ConfigError(f"{run.config['data']} is not image data; write .csv or .npy")
         save_image_grid(x.cpu(), tuple(shape), out)
     elif out.suffix == ".csv":
-        import numpy as np
-
-        np.savetxt(out, x.cpu().numpy(), delimiter=",")
-    else:
+        write_csv(out, x.cpu(), y)
+    elif out.suffix == ".npy":
         import numpy as np
 
         np.save(out, x.cpu().numpy())
-    print(f"wrote {args.num} samples to {out}")
+    else:
+        raise ConfigError(f"--out {out}: write a .png (image data), .csv or .npy file")
+    what = "means of p(x | z)" if getattr(args, "mean", False) else "draws from p(x)"
+    print(f"wrote {args.num} samples ({what}) to {out}")
     return out
+
+
+def _draw(model: torch.nn.Module, num: int, y: torch.Tensor | None, mean: bool) -> torch.Tensor:
+    """``model.sample``: draws, or the means of p(x | z) with ``mean=True``."""
+    import inspect
+
+    kwargs = {} if y is None else {"y": y}
+    if "mean" in inspect.signature(model.sample).parameters:
+        kwargs["mean"] = mean
+    elif not mean:
+        raise ConfigError(
+            f"{type(model).__name__}.sample takes no 'mean' argument, so it cannot draw x; "
+            "add mean: bool to it, or use --mean"
+        )
+    return model.sample(num, **kwargs)
+
+
+def write_csv(path: Path, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+    """Rows of x as a CSV with a header ``x0, x1, ...`` (and ``y`` first, for labels)."""
+    import pandas as pd
+
+    from pyrogen.atomic import write_text
+
+    frame = pd.DataFrame(x.numpy(), columns=[f"x{i}" for i in range(x.shape[1])])
+    if y is not None:
+        frame.insert(0, "y", y.cpu().numpy())
+    write_text(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
 def save_image_grid(

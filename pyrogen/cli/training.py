@@ -25,12 +25,16 @@ from pyrogen.errors import ConfigError, RunDirError
 __all__ = ["cmd_run", "cmd_train"]
 
 
-def _load_splits(name: str, binarize: str, val_fraction: float, seed: int) -> dict:
+def _load_splits(
+    name: str, binarize: str, val_fraction: float, seed: int, scale: str | None = None
+) -> dict:
     from pyrogen.data import load_dataset
 
     b = None if binarize == "none" else binarize
     return {
-        split: load_dataset(name, split, binarize=b, val_fraction=val_fraction, seed=seed)
+        split: load_dataset(
+            name, split, binarize=b, val_fraction=val_fraction, seed=seed, scale=scale
+        )
         for split in ("train", "val")
     }
 
@@ -67,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
     cls, model_file = load_model_class(args.model)
     binarize = args.binarize or _default_binarize(args.data)
-    data = _load_splits(args.data, binarize, args.val_fraction, args.seed)
+    data = _load_splits(args.data, binarize, args.val_fraction, args.seed, args.scale)
     train = data["train"]
     options = {
         "latent_dim": args.latent_dim,
@@ -95,6 +99,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
         per_datapoint=True,  # validation and evaluation weigh each point
         all_rows=train.x.to(device) if binarize != "dynamic" else None,
     )
+    from pyrogen.train.tensorboard import tensorboard_callbacks  # (--tensorboard, #14)
+
+    callbacks = tensorboard_callbacks(getattr(args, "tensorboard", None))
 
     out = (
         Path(args.out)
@@ -125,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
         "image_shape": train.image_shape,
         "num_classes": train.num_classes,
         "val_fraction": args.val_fraction,
+        "scale": train.scale,  # how the user's file was rescaled (None: values as stored)
+        "tensorboard": getattr(args, "tensorboard", None),
         "device": str(device),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "world_size": distributed.world_size(),
@@ -154,6 +163,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
             val_y=data["val"].y if labelled else None,
             progress=None if not args.quiet else False,
             device=device,
+            callbacks=callbacks,
             **settings,
         )
     except BaseException:
@@ -171,16 +181,22 @@ def cmd_train(args: argparse.Namespace) -> Path:
 def _train_from_config(
     saved: dict, out: Path, resume: bool, epochs: int | None, quiet: bool
 ) -> Path:
+    from pyrogen.data.scaling import scale_of_run
     from pyrogen.model import wants_labels
     from pyrogen.runs import build_model, load_model_class
     from pyrogen.train import fit
+    from pyrogen.train.tensorboard import tensorboard_callbacks
 
     cls, _ = load_model_class(f"{saved['model_file']}:{saved['model_class']}")
     model = build_model(cls, saved["data_dim"], **saved.get("model_options", {}))
     device = _resolve_device(saved.get("device", "cpu"))
     model.to(device)
     data = _load_splits(
-        saved["data"], saved.get("binarize") or "none", saved["val_fraction"], saved["seed"]
+        saved["data"],
+        saved.get("binarize") or "none",
+        saved["val_fraction"],
+        saved["seed"],
+        scale_of_run(saved),
     )
     labelled = wants_labels(model.model)
     keys = (
@@ -207,6 +223,7 @@ def _train_from_config(
         val_y=data["val"].y if labelled else None,
         progress=None if not quiet else False,
         device=device,
+        callbacks=tensorboard_callbacks(saved.get("tensorboard")),
         **{k: saved[k] for k in keys},
     )
     return out

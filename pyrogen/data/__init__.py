@@ -1,7 +1,10 @@
 """Data sets for pyrogen: built-in image sets, IDX files and the user's own array files.
 
 :func:`load_dataset` returns a :class:`Dataset` whose ``x`` is a float32 tensor of shape
-``[N, D]`` with values in ``[0, 1]``. Three built-in data sets are known (see :data:`DATASETS`):
+``[N, D]``: in ``[0, 1]`` for the built-in image sets, as stored for the user's own files (real
+values, counts, 0/1; rescaled only when ``scale`` asks, see :mod:`pyrogen.data.scaling`; whether
+they suit a model is checked against its observation's support, see
+:mod:`pyrogen.data.support`). Three built-in data sets are known (see :data:`DATASETS`):
 
 * ``"digits"``: scikit-learn's 1797 8x8 hand-written digits (bundled, no download), grey
   levels 0..16 scaled to ``[0, 1]``. A fixed 20% of the images is held out as the test split.

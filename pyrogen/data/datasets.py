@@ -17,8 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyrogen.data.files import USER_SUFFIXES, _read_user_file, _to_labels, _to_unit_interval
+from pyrogen.data.files import (
+    USER_SUFFIXES,
+    _read_user_file,
+    _to_labels,
+    _to_rows,
+    _to_unit_interval,
+)
 from pyrogen.data.idx import _load_idx_pair
+from pyrogen.data.scaling import check_scale, rescale
 from pyrogen.data.sources import _PRETTY_NAMES, _download_idx, _normalise_name, find_idx_files
 from pyrogen.errors import DataError
 
@@ -40,7 +47,8 @@ class Dataset:
     """A loaded data set split.
 
     Attributes:
-        x: Float32 tensor of shape ``[N, D]`` with values in ``[0, 1]``.
+        x: Float32 tensor of shape ``[N, D]``: in ``[0, 1]`` for the built-in image sets, as
+            stored (or as ``scale`` rescaled them) for a user's file.
         y: Int64 labels of shape ``[N]``, or ``None`` when the data has no labels.
         name: ``"digits"``, ``"fashion-mnist"``, ``"mnist"`` or the path of the user's file.
         split: ``"train"``, ``"val"``, ``"test"`` or ``"all"``.
@@ -48,6 +56,7 @@ class Dataset:
             (grey levels; draw fresh Bernoulli samples every epoch) or ``None`` (grey levels).
         image_shape: ``(H, W)`` when each row is an image, else ``None``.
         num_classes: Number of label classes, or ``None`` without labels.
+        scale: How a user's file was rescaled (see :mod:`pyrogen.data.scaling`), or ``None``.
     """
 
     x: torch.Tensor
@@ -57,6 +66,7 @@ class Dataset:
     binarize: str | None
     image_shape: tuple[int, int] | None
     num_classes: int | None
+    scale: str | None = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -71,6 +81,7 @@ class Dataset:
             f"Dataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
             f"data_dim={self.data_dim}, binarize={self.binarize!r}, "
             f"image_shape={self.image_shape!r}, num_classes={self.num_classes!r}, "
+            f"scale={self.scale!r}, "
             f"labels={'yes' if self.y is not None else 'no'})"
         )
 
@@ -200,6 +211,7 @@ def load_dataset(
     seed: int = 0,
     root: str | os.PathLike | None = None,
     download: bool = True,
+    scale: str | None = None,
 ) -> Dataset:
     """Loads one split of a built-in data set or of the user's own file.
 
@@ -217,6 +229,9 @@ def load_dataset(
         seed: Seed of the train/val permutation and of static binarization.
         root: Directory searched first for IDX files.
         download: Download missing IDX files into ``~/.cache/pyrogen/<name>``.
+        scale: Rescaling of a user's file: ``None`` or ``"none"`` (the default: values as
+            stored), ``"255"``, ``"minmax"`` or ``"standardize"`` (see
+            :mod:`pyrogen.data.scaling`; statistics from the rows outside the test split).
 
     Returns:
         The requested split as a :class:`Dataset`.
@@ -225,6 +240,7 @@ def load_dataset(
         DataError: For an unknown name or option, missing or invalid files, or an empty split.
     """
     _check_options(split, binarize, val_fraction)
+    scale = check_scale(scale)
     if binarize == "none":  # the command line's spelling of None
         binarize = None
     name_str = os.fspath(name)
@@ -245,11 +261,13 @@ def load_dataset(
             images, labels = images[idx], labels[idx]
         x, image_shape = _to_unit_interval(images, str(files[f"{part}_images"]))
         dataset_name, num_classes = key, 10
+        _no_scale(scale, _PRETTY_NAMES[key])
     else:
         if key == "digits":
             pool_x, pool_y = _digits_arrays()
             test_fraction, dataset_name, num_classes = _DIGITS_TEST_FRACTION, "digits", 10
             pool_image_shape: tuple[int, int] | None = (8, 8)
+            _no_scale(scale, "digits")
         else:
             path = Path(name_str).expanduser()
             suffix = path.suffix.lower()
@@ -266,11 +284,13 @@ def load_dataset(
                     "use a .npy, .npz, .csv or .pt file"
                 )
             raw_x, raw_y = _read_user_file(path)
-            pool_x, pool_image_shape = _to_unit_interval(raw_x, f"data file {name_str}")
+            pool_x, pool_image_shape = _to_rows(raw_x, f"data file {name_str}")
             pool_y = None if raw_y is None else _to_labels(raw_y, len(pool_x), name_str)
             num_classes = None if pool_y is None else int(pool_y.max()) + 1
             test_fraction, dataset_name = _USER_TEST_FRACTION, name_str
         test_idx, rest_idx = _holdout_indices(len(pool_x), test_fraction, dataset_name)
+        if scale is not None:  # statistics of the train and val rows, applied to every split
+            pool_x = rescale(pool_x, scale, pool_x[rest_idx])
         if split == "test":
             if test_idx.size == 0:
                 raise DataError(f"{dataset_name} has too few rows to hold out a test split")
@@ -281,6 +301,8 @@ def load_dataset(
         labels = None if pool_y is None else pool_y[idx]
         image_shape = pool_image_shape
 
+    if binarize is not None:
+        _check_grey_levels(x, dataset_name, scale)
     x_tensor = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     y_tensor = None if labels is None else torch.from_numpy(labels.astype(np.int64))
     mode = binarize
@@ -296,4 +318,32 @@ def load_dataset(
         binarize=mode,
         image_shape=image_shape,
         num_classes=num_classes,
+        scale=scale,
+    )
+
+
+def _no_scale(scale: str | None, name: str) -> None:
+    if scale is not None:
+        raise DataError(
+            f"{name} is already scaled to [0, 1]; scale={scale!r} is for your own files"
+        )
+
+
+def _check_grey_levels(x: np.ndarray, source: str, scale: str | None) -> None:
+    """Binarization draws Bernoulli(x): x must be grey levels in [0, 1]."""
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+    if lo >= 0 and hi <= 1:
+        return
+    integers = bool(np.all(x == np.round(x)))
+    if integers and lo >= 0 and hi <= 255 and scale is None:
+        fix = "these look like 8-bit pixel values: divide them by 255 with --scale 255"
+    else:
+        fix = (
+            "binarizing is for grey levels (images); rescale with --scale minmax, or keep the "
+            "values (--binarize none) and pick a likelihood for them (--likelihood gaussian or "
+            "studentt for real values, poisson for counts)"
+        )
+    raise DataError(
+        f"{source}: --binarize draws each value as a probability, so it needs values in [0, 1], "
+        f"but they range over [{lo:g}, {hi:g}]; {fix}"
     )

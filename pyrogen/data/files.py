@@ -19,10 +19,11 @@ USER_SUFFIXES: tuple[str, ...] = (".npy", ".npz", ".csv", ".pt")
 # --------------------------------------------------------------------------------------------
 
 
-def _to_unit_interval(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, int] | None]:
-    """Validates data and returns it as float32 ``[N, D]`` in ``[0, 1]`` plus the image shape.
+def _to_rows(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Validates data and returns it as float32 ``[N, D]``, values as stored, plus the image shape.
 
-    uint8 data is divided by 255; everything else must already lie in ``[0, 1]``.
+    Checks the shape, the dtype and that every value is finite; whether the values suit a model
+    is the model's to say (the support of its observation, see :func:`pyrogen.check_model`).
     """
     array = np.asarray(array)
     if array.dtype.kind not in "biuf":
@@ -42,19 +43,24 @@ def _to_unit_interval(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple
         bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
         if bad.size:
             raise DataError(f"{source} has NaN or infinite values in {format_rows(bad)} (from 0)")
-    if flat.dtype == np.uint8:
-        # torch converts in parallel; torch.tensor copies, so read-only input is fine.
-        out = torch.tensor(flat, dtype=torch.float32).div_(255).numpy()
-    else:
-        lo, hi = float(flat.min()), float(flat.max())
-        if lo < 0 or hi > 1:
-            raise DataError(
-                f"{source}: values must lie in [0, 1] but range over [{lo:g}, {hi:g}]; "
-                "rescale the data to [0, 1] (e.g. divide 8-bit pixel values by 255, or store "
-                "them as uint8, which is divided by 255 automatically)"
-            )
-        out = flat.astype(np.float32)  # always a copy, so the caller's array is never shared
-    return out, image_shape
+    if flat.dtype.kind in "iu" and flat.dtype.itemsize > 2 and np.abs(flat).max() > 2**24:
+        raise DataError(
+            f"{source}: integers up to {np.abs(flat).max()} lose precision as float32 "
+            "(exact up to 2**24 = 16777216)"
+        )
+    # torch converts in parallel; torch.tensor copies, so read-only input is fine
+    return torch.tensor(flat, dtype=torch.float32).numpy(), image_shape
+
+
+def _to_unit_interval(array: np.ndarray, source: str) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """Image data as float32 ``[N, D]`` in ``[0, 1]``: uint8 pixels are divided by 255."""
+    flat, image_shape = _to_rows(array, source)
+    if np.asarray(array).dtype == np.uint8:
+        flat /= 255
+    lo, hi = float(flat.min()), float(flat.max())
+    if lo < 0 or hi > 1:
+        raise DataError(f"{source}: image values must lie in [0, 1], got [{lo:g}, {hi:g}]")
+    return flat, image_shape
 
 
 def _to_labels(labels: Any, n: int, source: str) -> np.ndarray:

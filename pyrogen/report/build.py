@@ -16,6 +16,7 @@ import pandas as pd
 
 from pyrogen.errors import ConfigError
 from pyrogen.report import figures as F
+from pyrogen.report.inline import ReportPath
 from pyrogen.report.mmd import MMD
 from pyrogen.report.page import Page, ranked_caption
 from pyrogen.report.tables import RunTables, read_run_tables, summary_table, unique_names
@@ -83,7 +84,8 @@ def write_report(
             ``pyrogen report`` command).
 
     Returns:
-        The path of the HTML page.
+        The path of the HTML page (a :class:`~pyrogen.report.inline.ReportPath`: in a notebook
+        it shows the page inline).
     """
     if not runs:
         raise ConfigError("report needs at least one run directory")
@@ -289,4 +291,4 @@ def write_report(
     (out.parent / f"{out.stem}_files").mkdir(parents=True, exist_ok=True)
     summary.to_csv(out.parent / f"{out.stem}_files" / "summary.csv", index=False)
     page.write(out)
-    return out
+    return ReportPath(out)  # a Path that a notebook shows as the page

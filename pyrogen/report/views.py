@@ -39,8 +39,15 @@ MODEL_ERRORS = (PyrogenError, RuntimeError, ValueError, TypeError, NotImplemente
 def _test_data(cfg: dict, cache: dict) -> Any:
     """The test split of a run's data, or a message saying why it cannot be loaded."""
     from pyrogen.data import load_dataset
+    from pyrogen.data.scaling import scale_of_run
 
-    key = (cfg.get("data"), cfg.get("binarize"), cfg.get("val_fraction", 0.1), cfg.get("seed", 0))
+    key = (
+        cfg.get("data"),
+        cfg.get("binarize"),
+        cfg.get("val_fraction", 0.1),
+        cfg.get("seed", 0),
+        cfg.get("scale"),
+    )
     if key not in cache:
         try:
             cache[key] = load_dataset(
@@ -50,6 +57,7 @@ def _test_data(cfg: dict, cache: dict) -> Any:
                 val_fraction=cfg.get("val_fraction", 0.1),
                 seed=cfg.get("seed", 0),
                 download=False,
+                scale=scale_of_run(cfg),
             )
         except (PyrogenError, KeyError, OSError) as e:
             cache[key] = f"test data of {cfg.get('data')} not available ({e})"

@@ -17,6 +17,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,7 @@ def fit(
     resume: bool = False,
     config: dict | None = None,
     device: str | torch.device | None = None,
+    callbacks: Any = (),
 ) -> pd.DataFrame:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -160,6 +162,9 @@ def fit(
         resume: continue the run in ``out`` from its checkpoint.
         config: extra settings recorded in ``config.json``.
         device: where to train (default: where the model's parameters are).
+        callbacks: objects with ``on_train_begin(state, config)``, ``on_step_end(state,
+            metrics)``, ``on_epoch_end(state, row)`` and ``on_train_end(state)`` (e.g.
+            :class:`pyrogen.train.tensorboard.TensorBoardLogger`); called on rank 0 only.
 
     Returns:
         The history: one row per epoch with ``epoch``, ``train_elbo`` (nats per data point; NaN
@@ -348,6 +353,10 @@ def fit(
         probe,
     )
     model.train()
+    callbacks = list(callbacks) if distributed.is_main() else []  # (callbacks, #14)
+    cb_state = SimpleNamespace(epoch=start_epoch, step=start_epoch * steps_per_epoch + start_step)
+    for cb in callbacks:
+        cb.on_train_begin(cb_state, config)
     periodic = ckpt_path is not None and distributed.world_size() == 1  # no collective needed
     next_save = time.monotonic() + CHECKPOINT_EVERY_S
     try:
@@ -391,10 +400,21 @@ def fit(
                     else:
                         loss.backward()
                         if clip_norm:
-                            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+                            grad_norm = torch.nn.utils.clip_grad_norm_(
+                                model.parameters(), clip_norm
+                            )
                         optimizer.step()
                         sums["objective"] += value_f
                         sums["count"] += xb.shape[0]
+                    if callbacks:  # (callbacks, #14)
+                        cb_state.epoch, cb_state.step = epoch, global_step + 1
+                        # loss: -objective in nats per data point (the value, not a surrogate)
+                        metrics = {"loss": -value_f / len(idx), "kl_weight": beta}
+                        metrics["lr"] = optimizer.param_groups[0]["lr"]
+                        if clip_norm and math.isfinite(loss_f):
+                            metrics["grad_norm"] = float(grad_norm)
+                        for cb in callbacks:
+                            cb.on_step_end(cb_state, metrics)
                     scheduler.step()
                     sums["seconds"] += time.perf_counter() - tick
                     if bar is not None:
@@ -433,6 +453,9 @@ def fit(
                     }
                 )
                 sums = {"objective": 0.0, "count": 0, "skipped": 0, "seconds": 0.0}
+                cb_state.epoch = epoch + 1  # (callbacks, #14)
+                for cb in callbacks:
+                    cb.on_epoch_end(cb_state, rows[-1])
                 if val is not None:
                     if val > best:
                         best, since_best = val, 0
@@ -447,6 +470,8 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        for cb in callbacks:  # (callbacks, #14)
+            cb.on_train_end(cb_state)
         model.eval()
     return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 

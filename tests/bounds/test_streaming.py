@@ -10,7 +10,8 @@ from ppca import PPCA
 import pyrogen
 from pyrogen.bounds import estimators, iwae, pareto_khat
 from pyrogen.bounds.estimators import _group_ess
-from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size, khat_tail_length
+from pyrogen.bounds.psis import tail_length
+from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
 from pyrogen.errors import ConfigError
 
 
@@ -52,15 +53,18 @@ def test_chunked_reduction_equals_the_whole_pool(num, ks, seed):
     assert list(table.columns) == list(pyrogen.estimate(lw, ks).columns)
 
 
-@pytest.mark.parametrize("num", [225, 1000, 5000, 100_000])
-def test_khat_buffer_holds_the_tail_and_its_cutoff_and_is_far_below_the_pool(num):
+@pytest.mark.parametrize("num", [226, 1000, 5000, 100_000])
+def test_khat_buffer_holds_the_tail_and_its_cutoff_and_grows_like_sqrt_k(num):
     rows = khat_buffer_size(num)
-    tail = khat_tail_length(num)
-    assert tail + 1 <= rows <= num
-    # PSIS on the buffer with r_eff = rows / num sees a tail of the pool's length
-    assert math.ceil(min(0.2 * rows, 3 * math.sqrt(rows / (rows / num)))) == tail
-    # grows like sqrt(K), not like K
-    assert rows <= 15 * math.sqrt(num) + 10
+    assert tail_length(num) + 1 <= rows <= num
+    assert rows <= 18 * math.sqrt(num) + 6
+
+
+@pytest.mark.parametrize("num", [226, 1000, 10_000])
+def test_khat_of_the_largest_draws_equals_khat_of_the_pool(num):
+    lw = heavy_pool(num, 5, 3)
+    top = lw.topk(khat_buffer_size(num), dim=0).values
+    np.testing.assert_allclose(pareto_khat(top, num_draws=num), pareto_khat(lw), rtol=1e-12)
 
 
 def test_khat_of_the_buffer_changes_when_the_tail_changes():
@@ -109,7 +113,7 @@ def test_evaluate_never_holds_the_pool(monkeypatch):
     num = 20_000
     ev = pyrogen.evaluate(m.model, m.guide, x, ks=[1, 100, num], chunk_size=512, seed=0)
     assert max(seen) == 512 and sum(seen) == num
-    assert max(buffers) == khat_buffer_size(num) < num / 9
+    assert max(buffers) == khat_buffer_size(num) < num / 7
     # the same draws as one whole pool under the same seed
     torch.manual_seed(0 * 1_000_003 + 0)
     lw = pyrogen.log_weights(
