@@ -270,6 +270,7 @@ class _Target:
         if not latent:
             raise ContractError("the guide has no latent site: nothing to anneal")
         self.sites = [_Site(m) for m in latent]
+        self.latent_msgs = latent
         self.subsample = _subsample_sites(run)
         self.first_draw = {m["name"]: m["value"].detach() for m in latent}
         # a single-site guide depends on x alone: keep its distribution, skip the encoder later
