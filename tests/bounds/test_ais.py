@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import Hierarchy, ScaleMixture, make_ppca, set_diagonal_guide
+from ground_truth import Hierarchy, ScaleMixture, make_ppca, set_diagonal_guide
 
 import pyrogen
-from pyrogen.bounds.ais import _chunks, annealing_schedule, ais
+from pyrogen.bounds.ais import _chunks, ais, annealing_schedule
 from pyrogen.bounds.weights import CHUNK_ELEMENTS
 from pyrogen.errors import ConfigError, ContractError
 
@@ -42,6 +42,7 @@ def test_exact_posterior_guide_makes_every_chain_exact():
     assert err < 1e-9, f"max |log w - log p(x)| = {err:.3g}"
 
 
+@pytest.mark.slow
 def test_ais_recovers_exact_ppca_likelihood_where_importance_sampling_cannot():
     # a guide too narrow and off-centre: IS with the same number of model calls is far off
     m, x = make_ppca(n=30)
@@ -54,7 +55,9 @@ def test_ais_recovers_exact_ppca_likelihood_where_importance_sampling_cannot():
     assert (exact.numpy() - iwae).mean() > 5 * abs((r.log_px - exact).mean().item())
 
 
-def test_ais_through_a_two_site_hierarchy(hierarchy):
+@pytest.mark.slow
+def test_ais_through_a_two_site_hierarchy():
+    hierarchy = Hierarchy()
     x = hierarchy.marginal.sample((20,))
     r = ais(hierarchy.model, hierarchy.guide, x, num_chains=16, num_steps=100, leapfrog_steps=5)
     check_against_exact(r, hierarchy.marginal.log_prob(x))

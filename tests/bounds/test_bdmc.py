@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make_ppca, set_diagonal_guide
+from ground_truth import make_ppca, set_diagonal_guide
 
 from pyrogen.bounds.bdmc import bdmc, simulate
 from pyrogen.errors import ConfigError
@@ -16,6 +16,7 @@ def test_simulate_gives_data_and_latents_in_the_chain_layout():
     assert z.shape == (1, 7, 2) and index == 1
 
 
+@pytest.mark.slow
 def test_sandwich_brackets_the_exact_value_and_closes_as_t_grows():
     m, _ = make_ppca(n=1)
     set_diagonal_guide(m, widen=2.0, shift=0.3)

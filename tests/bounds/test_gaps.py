@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import make_ppca, set_diagonal_guide
+from ground_truth import Hierarchy, make_ppca, set_diagonal_guide
 
 from pyrogen.bounds.ais import ais
 from pyrogen.bounds.gaps import inference_gaps
@@ -38,9 +38,10 @@ def test_a_misplaced_encoder_is_an_amortization_gap_and_is_with_q_star_is_exact(
     g = inference_gaps(m.model, m.guide, x, steps=200, eval_particles=500)
     p, s = g.points, g.summary.iloc[0]
     # q* fixes the encoder's shift and widening: the amortization gap is large and significant
-    assert s["amortization_gap"] > 0.5 and s["amortization_gap"] > 10 * s[
-        "amortization_gap_data_stderr"
-    ]
+    assert (
+        s["amortization_gap"] > 0.5
+        and s["amortization_gap"] > 10 * s["amortization_gap_data_stderr"]
+    )
     # IS with q* agrees with the closed form, two-sided, with a calibrated standard error
     z = (p["is_star"] - exact) / p["is_star_stderr"]
     assert abs((p["is_star"] - exact).mean()) < 0.05
@@ -59,7 +60,8 @@ def test_no_optimization_leaves_q_star_at_the_amortized_guide():
     assert abs(s["amortization_gap"]) < 4 * se, (s["amortization_gap"], se)
 
 
-def test_a_two_site_hierarchy_with_ais_as_the_best_estimate(hierarchy):
+def test_a_two_site_hierarchy_with_ais_as_the_best_estimate():
+    hierarchy = Hierarchy()
     x = hierarchy.marginal.sample((10,))
     r = ais(hierarchy.model, hierarchy.guide, x, num_chains=8, num_steps=50, leapfrog_steps=3)
     g = inference_gaps(hierarchy.model, hierarchy.guide, x, steps=150, eval_particles=300, ais=r)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from conftest import make_ppca, set_diagonal_guide
+from ground_truth import make_ppca, set_diagonal_guide
 
 from pyrogen.bounds import estimate, iwae, log_weights, summarize
 

@@ -4,7 +4,6 @@ import math
 
 import pyro
 import pyro.distributions as dist
-import pytest
 import torch
 from ppca import PPCA
 
@@ -94,8 +93,3 @@ class ScaleMixture:
     def sample(self, n):
         lam = dist.Gamma(self.a, self.b).sample((n, 1)).double()
         return torch.randn(n, self.data_dim, dtype=torch.float64) * lam.rsqrt()
-
-
-@pytest.fixture
-def hierarchy():
-    return Hierarchy()
