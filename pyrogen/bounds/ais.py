@@ -452,12 +452,12 @@ def run_ais(
     seed: int | None,
     start: dict[str, tuple[torch.Tensor, int]] | None = None,
     step_sizes: torch.Tensor | None = None,
-) -> tuple[_Chains, list[int]]:
+) -> _Chains:
     """The chunked, sharded driver of :func:`ais` and :func:`~pyrogen.bounds.bdmc.bdmc`.
 
     ``start`` gives each site's initial (constrained) values [1, N, ...] and the index of their
     data dimension (reverse AIS); ``step_sizes`` [T - 1, N] fixes the step size of every
-    transition. Returns the chains of all points and the number of points per chunk.
+    transition. Returns the chains of all points, in order.
     """
     if adapt not in ("pilot", "online", "none"):
         raise ConfigError(f"adapt must be pilot, online or none, got '{adapt}'")
@@ -513,13 +513,10 @@ def run_ais(
             acc = sum(c.acceptance * k for c, k in zip(groups, sizes)) / sizes.sum()
             pieces.append((s, _Chains(log_w, acc, groups[0].step_sizes)))
     ordered = distributed.gather_in_order(pieces)
-    return (
-        _Chains(
-            torch.cat([c.log_w for c in ordered], 1),
-            torch.cat([c.acceptance for c in ordered]),
-            torch.cat([c.step_sizes for c in ordered], 1),
-        ),
-        [points],
+    return _Chains(
+        torch.cat([c.log_w for c in ordered], 1),
+        torch.cat([c.acceptance for c in ordered]),
+        torch.cat([c.step_sizes for c in ordered], 1),
     )
 
 
@@ -590,7 +587,7 @@ def ais(
     """
     started = time.perf_counter()
     betas = annealing_schedule(num_steps, schedule)
-    chains, _ = run_ais(
+    chains = run_ais(
         model,
         guide,
         x,

@@ -192,8 +192,8 @@ def bdmc(
         target_acceptance=target_acceptance,
         batch_size=batch_size,
     )
-    forward, _ = run_ais(model, guide, x, betas=betas, adapt="pilot", seed=seed, **common)
-    reverse, _ = run_ais(
+    forward = run_ais(model, guide, x, betas=betas, adapt="pilot", seed=seed, **common)
+    reverse = run_ais(
         model,
         guide,
         x,
