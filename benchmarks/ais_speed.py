@@ -123,7 +123,8 @@ def _model(args: argparse.Namespace) -> tuple[VAE, torch.Tensor]:
 def _memory_child(args: argparse.Namespace) -> None:
     vae, x = _model(args)
     pyrogen.ais(vae.model, vae.guide, x[:2], num_chains=2, num_steps=2, leapfrog_steps=1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/statm") as f:  # resident now (the peak so far may be higher)
+        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1024
     pyrogen.ais(
         vae.model,
         vae.guide,
