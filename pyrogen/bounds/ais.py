@@ -185,7 +185,7 @@ def pair_log_densities(
 class _Site:
     """A latent site in unconstrained coordinates: its bijection, data dim and mass scale."""
 
-    def __init__(self, msg: dict) -> None:
+    def __init__(self, msg: dict, spread_from: dict | None = None) -> None:
         self.name = msg["name"]
         fn = msg["fn"]
         self.event_dim = fn.event_dim
@@ -206,7 +206,8 @@ class _Site:
         self.scale: torch.Tensor | float = 1.0
         if self.identity:
             try:  # the guide's spread sets a diagonal mass matrix (constant over chains)
-                sd = fn.stddev.detach().expand(value.shape).mean(0, keepdim=True)
+                src = (spread_from or msg)["fn"]
+                sd = src.stddev.detach().expand(value.shape).mean(0, keepdim=True)
                 if torch.isfinite(sd).all() and (sd > 0).all():
                     self.scale = sd
             except (NotImplementedError, AttributeError, RuntimeError):
@@ -269,7 +270,16 @@ class _Target:
         latent = run.latent()
         if not latent:
             raise ContractError("the guide has no latent site: nothing to anneal")
-        self.sites = [_Site(m) for m in latent]
+        spread = {m["name"]: m for m in latent}
+        if len(latent) > 1:
+            # a later site's spread depends on earlier draws: take the mass matrix from a
+            # separate draw, so no transition depends on the chains' own starting points
+            with torch.no_grad():
+                other = _SiteRecorder()
+                with other, pyro.plate(PARTICLE_PLATE, size, dim=-(nesting + 1)):
+                    guide(*args)
+            spread = {m["name"]: m for m in other.latent()}
+        self.sites = [_Site(m, spread.get(m["name"])) for m in latent]
         self.latent_msgs = latent
         self.subsample = _subsample_sites(run)
         self.first_draw = {m["name"]: m["value"].detach() for m in latent}
