@@ -16,10 +16,21 @@ import pandas as pd
 
 from pyrogen.errors import ConfigError
 from pyrogen.report import figures as F
-from pyrogen.report.compare import comparable_key, evaluation_identity, paired_differences
+from pyrogen.report.compare import (
+    comparable_key,
+    evaluation_identity,
+    paired_differences,
+    significant_marks,
+)
 from pyrogen.report.mmd import MMD
 from pyrogen.report.page import Page, ranked_caption
-from pyrogen.report.tables import RunTables, read_run_tables, summary_table, unique_names
+from pyrogen.report.tables import (
+    RunTables,
+    best_rows,
+    read_run_tables,
+    summary_table,
+    unique_names,
+)
 from pyrogen.report.views import (
     MODEL_ERRORS,
     RunView,
@@ -192,11 +203,13 @@ def write_report(
         mmd=[(v.mmd.estimate, v.mmd.stderr) if v.mmd else (math.nan, math.nan) for v in views],
         parameters=[v.parameters for v in views],
     )
+    groups = [_comparable(t) for t in tables]
     page.add_table(
         summary,
-        ranked=True,
         table_id="summary-table",
-        groups=[_comparable(t) for t in tables],
+        marks=significant_marks(
+            best_rows(summary, groups), summary, [t.points for t in tables], groups
+        ),
     )
     evaluated_on = sorted(
         {

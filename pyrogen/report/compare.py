@@ -33,6 +33,7 @@ __all__ = [
     "paired_difference",
     "paired_differences",
     "ranked_groups",
+    "significant_marks",
     "stderr_reliability",
 ]
 
@@ -218,3 +219,46 @@ def comparison_table(
 def ranked_groups(identities: Sequence[dict[str, Any]]) -> list[tuple]:
     """The group of each run for ranking (bold) only among comparable runs."""
     return [comparable_key(i) for i in identities]
+
+
+def significant_marks(
+    marks: dict[str, set[int]],
+    table: pd.DataFrame,
+    points: Sequence[pd.DataFrame | None],
+    groups: Sequence,
+) -> dict[str, set[int]]:
+    """Keeps a bound's best mark (bold) only where the best run beats every other run of its
+    group by more than two paired standard errors over their shared points; a best run with a
+    rival within noise, or without points.csv to pair, loses its mark. Columns that are not
+    bounds (time, MMD², ...) keep their marks."""
+    out = {}
+    for col, rows in marks.items():
+        if col == "ELBO":
+            pcol = "elbo"
+        elif col == "log p̂(x)":
+            pcol = "log_px"
+        elif col.startswith("IWAE_"):
+            pcol = "iwae_" + col.split("_", 1)[1]
+        else:
+            out[col] = rows
+            continue
+        keep = set()
+        for b in rows:
+            rivals = [
+                i
+                for i in range(len(table))
+                if i != b and groups[i] == groups[b] and pd.notna(table[col].iloc[i])
+            ]
+            pts_b = points[b]
+            ok = pts_b is not None and pcol in pts_b
+            for i in rivals:
+                if not ok or points[i] is None or pcol not in points[i]:
+                    ok = False
+                    break
+                d = paired_difference(_indexed(points[i])[pcol], _indexed(pts_b)[pcol])
+                ok = ok and d.significant and d.diff > 0
+            if ok:
+                keep.add(b)
+        if keep:
+            out[col] = keep
+    return out

@@ -17,6 +17,7 @@ from pyrogen.report.compare import (
     paired_difference,
     paired_differences,
     ranked_groups,
+    significant_marks,
     stderr_reliability,
 )
 from pyrogen.report.page import format_value
@@ -211,3 +212,25 @@ def test_comparison_table_from_dataframes_alone(base, tmp_path):
         [None, None],
     )
     assert list(t["significant"]) == ["reference", "no points.csv"]
+
+
+def test_bold_needs_a_significant_paired_difference(base, tmp_path):
+    runs = [
+        fake_run(tmp_path, "a", base, seed=1),
+        fake_run(tmp_path, "b", base, shift=0.5, seed=2),
+        fake_run(tmp_path, "b-twin", base, shift=0.501, seed=3),
+    ]
+    tables = [read_run_tables(r) for r in runs]
+    summary = summary_table(tables)
+    points = [t.points for t in tables]
+    groups = ranked_groups([evaluation_identity(t.config, t.bounds) for t in tables])
+    # b and its twin are within noise of each other: neither is bold for log p^(x)
+    marks = significant_marks(best_rows(summary, groups), summary, points, groups)
+    assert "log p̂(x)" not in marks
+    # without the twin, b beats a by 0.5 nats with a paired s.e. of ~0.005: bold
+    two = summary.iloc[:2].reset_index(drop=True)
+    marks = significant_marks(best_rows(two, groups[:2]), two, points[:2], groups[:2])
+    assert marks["log p̂(x)"] == {1}
+    # and without points.csv there is nothing to pair: no bold on a bound
+    marks = significant_marks(best_rows(two, groups[:2]), two, [None, None], groups[:2])
+    assert "log p̂(x)" not in marks and "ELBO" not in marks
