@@ -458,12 +458,13 @@ def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
         for j, (_, value, se) in enumerate(rows):
             ax.errorbar(value, j, xerr=se, fmt="o", color=colours[i], ms=6, capsize=3)
             ax.annotate(
-                f"{value:.4g}", (value, j), xytext=(6, 5), textcoords="offset points", fontsize=9
+                f"{value:.2f}", (value, j), xytext=(6, 5), textcoords="offset points", fontsize=9
             )
         ax.set_yticks(range(len(rows)), [lab for lab, _, _ in rows])
         ax.set_ylim(-0.6, len(rows) - 0.4)
         ax.margins(x=0.25)
-        ax.set(title=f"{r.name}: test points", xlabel="nats per data point")
+        ax.set(title=f"{r.name}\ntest points", xlabel="nats per data point")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
         if with_bdmc:
             ax2 = axes[i, 1]
             b = r.extra.get("bdmc_summary")
@@ -478,10 +479,11 @@ def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
             ax2.set_ylim(-0.6, 1.6)
             ax2.margins(x=0.4)
             ax2.set(
-                title=f"BDMC, {int(b['num_points'])} simulated points: "
-                f"gap {b['gap']:.3g} ± {b['gap_stderr']:.2g}",
+                title=f"BDMC, {int(b['num_points'])} simulated points\n"
+                f"gap {b['gap']:.3g} ± {b['gap_stderr']:.2g} nats",
                 xlabel="nats per data point",
             )
+            ax2.xaxis.set_major_locator(MaxNLocator(4))
     fig.suptitle("The bound ladder: each estimate of log p(x), lowest first", fontsize=13)
     return fig
 
@@ -490,9 +492,10 @@ def gap_decomposition(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figu
     """Stacked bars of log p̂(x) - ELBO[q_phi] = approximation gap + amortization gap per run,
     with ±1 standard error (test set) on each part."""
     have = [(i, r) for i, r in enumerate(runs) if r.extra.get("gaps_summary") is not None]
-    fig = Figure(figsize=(WIDTH, 1.4 + 0.7 * len(have)), layout="constrained")
+    fig = Figure(figsize=(WIDTH, 1.5 + 0.9 * len(have)), layout="constrained")
     ax = fig.subplots()
     names = []
+    bar = {"height": 0.5, "capsize": 3}
     for j, (i, r) in enumerate(have):
         g = r.extra["gaps_summary"].iloc[0]
         approx, amort = g["approximation_gap"], g["amortization_gap"]
@@ -503,7 +506,7 @@ def gap_decomposition(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figu
             alpha=0.9,
             label="approximation gap" if j == 0 else None,
             xerr=g["approximation_gap_data_stderr"],
-            capsize=3,
+            **bar,
         )
         ax.barh(
             j,
@@ -514,19 +517,18 @@ def gap_decomposition(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figu
             hatch="//",
             label="amortization gap" if j == 0 else None,
             xerr=g["amortization_gap_data_stderr"],
-            capsize=3,
+            **bar,
         )
         ax.annotate(
             f"approx. {approx:.3g} + amort. {amort:.3g} = {approx + amort:.3g} nats "
             f"(log p̂ from {g['best']})",
-            (0, j),
-            xytext=(4, 14),
-            textcoords="offset points",
+            (0, j + 0.3),
+            va="bottom",
             fontsize=9,
         )
         names.append(r.name)
     ax.set_yticks(range(len(names)), names)
-    ax.set_ylim(-0.6, len(names) - 0.1)
+    ax.set_ylim(-0.5, len(names) - 0.1)
     ax.set(xlabel="nats per data point")
     _figure_legend(fig, [ax], ncol=2)
     fig.suptitle("log p̂(x) − ELBO[q_φ] = approximation gap + amortization gap", fontsize=13)
