@@ -471,7 +471,7 @@ def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
             if b is None or not len(b):
                 ax2.set_axis_off()
                 continue
-            b = b.iloc[0]
+            b = b.sort_values("steps").iloc[-1] if "steps" in b else b.iloc[-1]
             ax2.errorbar(b["lower"], 0, fmt="o", color=colours[i], ms=6)
             ax2.errorbar(b["upper"], 1, fmt="s", color=colours[i], ms=6)
             ax2.plot([b["lower"], b["upper"]], [0, 1], color=colours[i], lw=1, alpha=0.5)
@@ -479,7 +479,7 @@ def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
             ax2.set_ylim(-0.6, 1.6)
             ax2.margins(x=0.4)
             ax2.set(
-                title=f"BDMC, {int(b['num_points'])} simulated points\n"
+                title=f"BDMC, {int(b['num_points'])} simulated points, T={int(b['steps'])}\n"
                 f"gap {b['gap']:.3g} ± {b['gap_stderr']:.2g} nats",
                 xlabel="nats per data point",
             )
