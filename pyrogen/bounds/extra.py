@@ -18,8 +18,20 @@ import torch
 from pyrogen.bounds.ais import ais as run_ais_estimate
 from pyrogen.bounds.bdmc import bdmc as run_bdmc
 from pyrogen.bounds.gaps import inference_gaps
+from pyrogen.errors import ConfigError
 
-__all__ = ["beyond_is"]
+__all__ = ["beyond_is", "parse_steps"]
+
+
+def parse_steps(text: str) -> list[int]:
+    """Parses ``--steps 50,500`` into sorted distinct positive integers."""
+    try:
+        steps = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise ConfigError(f"--steps must be comma-separated integers, got '{text}'") from None
+    if not steps or steps[0] < 1:
+        raise ConfigError(f"--steps needs positive integers, got '{text}'")
+    return steps
 
 
 def beyond_is(

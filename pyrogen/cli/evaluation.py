@@ -75,13 +75,13 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         _write_csv(summary, run.path / "bounds.csv")
         _write_csv(points, run.path / "points.csv", index=True)
     if getattr(args, "ais", False) or getattr(args, "gaps", False) or getattr(args, "bdmc", 0):
-        from pyrogen.bounds.extra import beyond_is
+        from pyrogen.bounds.extra import beyond_is, parse_steps
 
         tables = beyond_is(
             run.model,
             x,
             *extra,
-            ais_steps=parse_ks(args.steps) if args.ais else (),
+            ais_steps=parse_steps(args.steps) if args.ais else (),
             chains=args.chains,
             leapfrog_steps=args.leapfrog,
             gaps=args.gaps,

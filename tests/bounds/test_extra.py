@@ -4,8 +4,9 @@ import pandas as pd
 import pytest
 from ground_truth import make_ppca, set_diagonal_guide
 
-from pyrogen.bounds.extra import beyond_is
+from pyrogen.bounds.extra import beyond_is, parse_steps
 from pyrogen.cli import main
+from pyrogen.errors import ConfigError
 
 
 def test_beyond_is_returns_one_table_per_file():
@@ -44,3 +45,10 @@ def test_evaluate_flags_write_the_tables_and_the_report_draws_them(tmp_path, cap
     assert main(["report", str(run), "--out", str(out), "--mmd-samples", "20"]) == 0
     files = {p.name for p in (tmp_path / "rep_files").iterdir()}
     assert {"bound_ladder.png", "gap_decomposition.png", "ais_vs_steps.png"} <= files
+
+
+def test_steps_are_parsed_and_bad_ones_named():
+    assert parse_steps("500,50, 50") == [50, 500]
+    for bad in ("", "x", "0,10"):
+        with pytest.raises(ConfigError, match="--steps"):
+            parse_steps(bad)
