@@ -229,16 +229,23 @@ def significant_marks(
 ) -> dict[str, set[int]]:
     """Keeps a bound's best mark (bold) only where the best run beats every other run of its
     group by more than two paired standard errors over their shared points; a best run with a
-    rival within noise, or without points.csv to pair, loses its mark. Columns that are not
-    bounds (time, MMD², ...) keep their marks."""
+    rival within noise, or without points.csv to pair, loses its mark. The same holds for the
+    columns derived from a bound (NLL, bits/dim: log p̂(x); the gap). Columns that are not
+    bounds (time, ESS, k-hat share, MMD², ...) keep their marks."""
+    # summary column -> (points.csv column, +1 where higher is better there, -1 where lower)
+    paired_by = {
+        "ELBO": ("elbo", 1),
+        "log p̂(x)": ("log_px", 1),
+        "NLL (nats)": ("log_px", 1),
+        "bits/dim": ("log_px", 1),
+        "gap (nats)": ("gap", -1),
+    }
     out = {}
     for col, rows in marks.items():
-        if col == "ELBO":
-            pcol = "elbo"
-        elif col == "log p̂(x)":
-            pcol = "log_px"
-        elif col.startswith("IWAE_"):
-            pcol = "iwae_" + col.split("_", 1)[1]
+        if col.startswith("IWAE_"):
+            pcol, sign = "iwae_" + col.split("_", 1)[1], 1
+        elif col in paired_by:
+            pcol, sign = paired_by[col]
         else:
             out[col] = rows
             continue
@@ -256,7 +263,7 @@ def significant_marks(
                     ok = False
                     break
                 d = paired_difference(_indexed(points[i])[pcol], _indexed(pts_b)[pcol])
-                ok = ok and d.significant and d.diff > 0
+                ok = ok and d.significant and sign * d.diff > 0
             if ok:
                 keep.add(b)
         if keep:

@@ -226,11 +226,11 @@ def test_bold_needs_a_significant_paired_difference(base, tmp_path):
     groups = ranked_groups([evaluation_identity(t.config, t.bounds) for t in tables])
     # b and its twin are within noise of each other: neither is bold for log p^(x)
     marks = significant_marks(best_rows(summary, groups), summary, points, groups)
-    assert "log p̂(x)" not in marks
+    assert "log p̂(x)" not in marks and "NLL (nats)" not in marks and "bits/dim" not in marks
     # without the twin, b beats a by 0.5 nats with a paired s.e. of ~0.005: bold
     two = summary.iloc[:2].reset_index(drop=True)
     marks = significant_marks(best_rows(two, groups[:2]), two, points[:2], groups[:2])
-    assert marks["log p̂(x)"] == {1}
+    assert marks["log p̂(x)"] == marks["NLL (nats)"] == {1}
     # and without points.csv there is nothing to pair: no bold on a bound
     marks = significant_marks(best_rows(two, groups[:2]), two, [None, None], groups[:2])
     assert "log p̂(x)" not in marks and "ELBO" not in marks
