@@ -24,8 +24,9 @@ particles); :mod:`pyrogen.bounds.estimators` reduces them (IWAE_k, ESS, k-hat, t
 """
 
 # the public names, and (`name as name`) the helpers training, tests and benchmarks import
-from pyrogen.bounds.ais import AISResult, ais
-from pyrogen.bounds.bdmc import BDMCResult, bdmc
+# AIS and BDMC: the functions are pyrogen.ais and pyrogen.bdmc; here the names stay the modules
+from pyrogen.bounds.ais import AISResult
+from pyrogen.bounds.bdmc import BDMCResult
 from pyrogen.bounds.estimators import MIN_KHAT_DRAWS as MIN_KHAT_DRAWS
 from pyrogen.bounds.estimators import Evaluation, estimate, evaluate, iwae, parse_ks, summarize
 from pyrogen.bounds.estimators import _group_ess as _group_ess
@@ -48,8 +49,6 @@ __all__ = [
     "AISResult",
     "BDMCResult",
     "Gaps",
-    "ais",
-    "bdmc",
     "inference_gaps",
     "Evaluation",
     "estimate",
