@@ -7,6 +7,9 @@ ELBO, IWAE_k and the importance-sampled log p(x) per data point with :func:`eval
 import pyro
 
 from pyrogen.bounds import Evaluation, estimate, evaluate, iwae, log_weights, summarize
+from pyrogen.bounds.ais import AISResult, ais
+from pyrogen.bounds.bdmc import BDMCResult, bdmc
+from pyrogen.bounds.gaps import Gaps, inference_gaps
 from pyrogen.data import Dataset, load_dataset
 from pyrogen.errors import ConfigError, ContractError, DataError, PyrogenError, RunDirError
 from pyrogen.model import GenerativeModel, check_model
@@ -15,6 +18,12 @@ from pyrogen.train import fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "AISResult",
+    "BDMCResult",
+    "Gaps",
+    "ais",
+    "bdmc",
+    "inference_gaps",
     "ConfigError",
     "ContractError",
     "DataError",

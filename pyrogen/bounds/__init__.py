@@ -24,10 +24,14 @@ particles); :mod:`pyrogen.bounds.estimators` reduces them (IWAE_k, ESS, k-hat, t
 """
 
 # the public names, and (`name as name`) the helpers training, tests and benchmarks import
+# AIS and BDMC: the functions are pyrogen.ais and pyrogen.bdmc; here the names stay the modules
+from pyrogen.bounds.ais import AISResult
+from pyrogen.bounds.bdmc import BDMCResult
 from pyrogen.bounds.estimators import MIN_KHAT_DRAWS as MIN_KHAT_DRAWS
 from pyrogen.bounds.estimators import Evaluation, estimate, evaluate, iwae, parse_ks, summarize
 from pyrogen.bounds.estimators import _group_ess as _group_ess
 from pyrogen.bounds.estimators import pareto_khat as pareto_khat
+from pyrogen.bounds.gaps import Gaps, inference_gaps
 from pyrogen.bounds.weights import CHUNK_ELEMENTS as CHUNK_ELEMENTS
 from pyrogen.bounds.weights import PARTICLE_PLATE as PARTICLE_PLATE
 from pyrogen.bounds.weights import _chunk_weights as _chunk_weights
@@ -42,6 +46,10 @@ from pyrogen.bounds.weights import log_weights
 from pyrogen.bounds.weights import trace_pair as trace_pair
 
 __all__ = [
+    "AISResult",
+    "BDMCResult",
+    "Gaps",
+    "inference_gaps",
     "Evaluation",
     "estimate",
     "evaluate",

@@ -178,6 +178,8 @@ def summarize(points: pd.DataFrame, ks: Sequence[int], data_dim: int | None = No
     ``data_stderr`` (standard error from the finite set of points), ``nll`` (-estimate, nats),
     ``bits_per_dim``, ``gap`` (estimate - ELBO), ``ess`` (median per-point ESS of groups of k),
     ``khat`` (median per-point k-hat of all K draws) and ``khat_gt_0.7`` (share of points above).
+    k-hat is NaN where it was not computed (fewer than ``MIN_KHAT_DRAWS`` draws): those points
+    are left out of the median and the share, and with none computed both are NaN, never 0.
     """
     ks = parse_ks(ks)
     n = len(points)
@@ -186,7 +188,8 @@ def summarize(points: pd.DataFrame, ks: Sequence[int], data_dim: int | None = No
     for k in ks:
         name = "elbo" if k == 1 else f"iwae_{k}"
         est = points[name].mean()
-        kh = points["khat"].to_numpy()
+        kh = points["khat"].to_numpy(dtype=float)
+        kh = kh[~np.isnan(kh)]  # not computed: no evidence either way
         rows.append(
             {
                 "k": k,
@@ -198,8 +201,8 @@ def summarize(points: pd.DataFrame, ks: Sequence[int], data_dim: int | None = No
                 "bits_per_dim": -est / (data_dim * math.log(2)) if data_dim else np.nan,
                 "gap": est - elbo,
                 "ess": float(points[f"ess_{k}"].median()),
-                "khat": float(np.median(kh)) if k == ks[-1] else np.nan,
-                "khat_gt_0.7": float((kh > 0.7).mean()) if k == ks[-1] else np.nan,
+                "khat": float(np.median(kh)) if k == ks[-1] and len(kh) else np.nan,
+                "khat_gt_0.7": float((kh > 0.7).mean()) if k == ks[-1] and len(kh) else np.nan,
                 "num_points": n,
             }
         )

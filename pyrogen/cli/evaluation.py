@@ -81,6 +81,25 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
             from pyrogen.train.tensorboard import log_run_bounds
 
             log_run_bounds(tb_dir, run.path, summary)
+    if getattr(args, "ais", False) or getattr(args, "gaps", False) or getattr(args, "bdmc", 0):
+        from pyrogen.bounds.extra import beyond_is, parse_steps
+
+        tables = beyond_is(
+            run.model,
+            x,
+            *extra,
+            ais_steps=parse_steps(args.steps) if args.ais else (),
+            chains=args.chains,
+            leapfrog_steps=args.leapfrog,
+            gaps=args.gaps,
+            gap_steps=args.gap_steps,
+            eval_particles=args.eval_particles or ks[-1],
+            bdmc_points=args.bdmc,
+            seed=getattr(args, "seed", 0),
+        )
+        for name, table in tables.items():
+            if distributed.is_main():
+                _write_csv(table, run.path / f"{name}.csv")
     print(
         f"bounds on {len(x)} {args.split} points of {cfg['data']} "
         f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):"
@@ -132,44 +151,30 @@ def markdown_table(df: Any, float_format: str = "{:.3f}") -> str:
 def cmd_compare(args: argparse.Namespace) -> Any:
     import pandas as pd
 
+    from pyrogen.report.compare import comparison_table, evaluation_identity, paired_differences
     from pyrogen.runs import read_config
 
-    rows = []
+    names, configs, bounds, points = [], [], [], []
     for run in args.runs:
-        cfg = read_config(run)
         bounds_path = Path(run) / "bounds.csv"
         if not bounds_path.is_file():
             raise RunDirError(f"{run} has no bounds.csv: run `pyrogen evaluate {run}` first")
-        b = pd.read_csv(bounds_path)
-        top = b.iloc[-1]
-        row = {
-            "run": Path(run).name,
-            "model": cfg.get("model_class"),
-            "objective": cfg.get("objective"),
-            "epochs": cfg.get("epochs"),
-            "points": int(top["num_points"]),
-        }
-        for _, r in b.iterrows():
-            row[r["bound"]] = r["estimate"]
-        row.update(
-            {
-                "log_px": top["estimate"],
-                "stderr": top["stderr"],
-                "nll": top["nll"],
-                "bits_per_dim": top["bits_per_dim"],
-                "gap": top["gap"],
-                "khat_gt_0.7": top["khat_gt_0.7"],
-            }
-        )
-        rows.append(row)
-    table = pd.DataFrame(rows)
+        names.append(Path(run).name)
+        configs.append(read_config(run))
+        bounds.append(pd.read_csv(bounds_path).sort_values("k", kind="stable"))
+        pts = Path(run) / "points.csv"
+        points.append(pd.read_csv(pts) if pts.is_file() else None)
+    table = comparison_table(names, configs, bounds, points)
+    idents = [evaluation_identity(c, b) for c, b in zip(configs, bounds)]
+    paired = paired_differences(names, idents, bounds, points)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "comparison.csv", index=False)
+        paired.to_csv(out / "paired.csv", index=False)
         (out / "comparison.md").write_text(markdown_table(table))
-        print(f"wrote {out / 'comparison.csv'} and {out / 'comparison.md'}")
+        print(f"wrote {out / 'comparison.csv'}, {out / 'paired.csv'} and {out / 'comparison.md'}")
     return table
 
 

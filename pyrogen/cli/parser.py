@@ -190,6 +190,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="N > 1: shard the points over N processes (through torchrun)",
     )
+    # beyond importance sampling (pyrogen.bounds.extra.beyond_is)
+    p.add_argument("--ais", action="store_true", help="add AIS estimates of log p(x)")
+    p.add_argument("--chains", type=int, default=16, help="AIS chains per point")
+    p.add_argument("--steps", default="500", help="AIS intermediate distributions T, e.g. 50,500")
+    p.add_argument("--leapfrog", type=int, default=10, help="leapfrog steps per HMC transition")
+    p.add_argument("--gaps", action="store_true", help="add the amortization/approximation gaps")
+    p.add_argument("--gap-steps", type=int, default=300, help="Adam steps fitting the local q*")
+    p.add_argument("--bdmc", type=int, default=0, metavar="N", help="BDMC on N simulated points")
 
     p = sub.add_parser("compare", help="put evaluated runs side by side")
     p.add_argument("runs", nargs="+")

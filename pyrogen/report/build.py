@@ -16,10 +16,22 @@ import pandas as pd
 
 from pyrogen.errors import ConfigError
 from pyrogen.report import figures as F
+from pyrogen.report.compare import (
+    comparable_key,
+    evaluation_identity,
+    paired_differences,
+    significant_marks,
+)
 from pyrogen.report.inline import ReportPath
 from pyrogen.report.mmd import MMD
 from pyrogen.report.page import Page, ranked_caption
-from pyrogen.report.tables import RunTables, read_run_tables, summary_table, unique_names
+from pyrogen.report.tables import (
+    RunTables,
+    best_rows,
+    read_run_tables,
+    summary_table,
+    unique_names,
+)
 from pyrogen.report.views import (
     MODEL_ERRORS,
     RunView,
@@ -32,10 +44,9 @@ __all__ = ["write_report"]
 
 
 def _comparable(t: RunTables) -> tuple:
-    """Runs whose bounds can be compared: same data, binarization and evaluated points."""
-    split = str(t.bounds["split"].iloc[0]) if t.bounds is not None and "split" in t.bounds else "-"
-    n = int(t.bounds["num_points"].iloc[-1]) if t.bounds is not None and len(t.bounds) else 0
-    return (t.config.get("data"), t.config.get("binarize"), split, n)
+    """Runs whose bounds can be ranked together: same data, binarization, split, evaluated
+    points and estimator (:func:`~pyrogen.report.compare.comparable_key`)."""
+    return comparable_key(evaluation_identity(t.config, t.bounds))
 
 
 def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
@@ -61,6 +72,86 @@ def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
     page.add_table(versions.reset_index().fillna("—"), "Package versions recorded by each run.")
     page.paragraph("This report was written by:")
     page.code(command)
+
+
+def _paired_section(page: Page, tables: Sequence[RunTables]) -> None:
+    """Paired differences of every bound against the first run, over the points both scored."""
+    evaluated = [t for t in tables if t.bounds is not None]
+    if len(evaluated) < 2 or evaluated[0] is not tables[0]:
+        return
+    paired = paired_differences(
+        [t.name for t in evaluated],
+        [evaluation_identity(t.config, t.bounds) for t in evaluated],
+        [t.bounds for t in evaluated],
+        [t.points for t in evaluated],
+    )
+    paired = paired[paired["run"] != evaluated[0].name]
+    if not len(paired):
+        return
+    page.add_table(
+        paired,
+        f"Each bound minus that of the reference run {evaluated[0].name}, averaged over the "
+        "points both runs scored; paired_stderr is the standard error of that mean difference "
+        "(far smaller than the unpaired one when the runs share points); significant = no "
+        "when the difference is within two paired standard errors. Empty where the runs did "
+        "not evaluate the same data, points and estimator.",
+    )
+
+
+def _beyond_is_section(page: Page, tables: Sequence[RunTables], colours: Sequence) -> None:
+    """AIS, the gap decomposition and BDMC, drawn when a run has their tables."""
+    have = {name for t in tables for name in t.extra}
+    if not have & {"ais_summary", "gaps_summary", "bdmc_summary"}:
+        return
+    page.section("Beyond importance sampling", "beyond")
+    page.figure(
+        F.png(F.bound_ladder, tables, colours),
+        "bound_ladder.png",
+        "Each estimate of log p(x), lowest first, ±1 Monte Carlo standard error: ELBO with the "
+        "amortized guide q_φ, ELBO with the per-point optimum q* of its family, IWAE_K and IS "
+        "with q* as proposal, and AIS (Neal 2001; Wu et al. 2017). Right: bidirectional Monte "
+        "Carlo on data simulated from the model (Grosse et al. 2015): forward AIS is a lower "
+        "bound, reverse AIS from the true latents an upper bound; their gap bounds AIS's error.",
+    )
+    if "gaps_summary" in have:
+        page.figure(
+            F.png(F.gap_decomposition, tables, colours),
+            "gap_decomposition.png",
+            "log p̂(x) − ELBO[q_φ] split into the approximation gap (log p̂(x) − ELBO[q*]: the "
+            "family is too poor) and the amortization gap (ELBO[q*] − ELBO[q_φ]: the encoder "
+            "misses the family's best member; Cremer et al. 2018); ±1 test-set standard error.",
+        )
+        rows = [
+            t.extra["gaps_summary"].assign(run=t.name) for t in tables if "gaps_summary" in t.extra
+        ]
+        cols = [
+            "run",
+            "best",
+            "num_points",
+            "steps",
+            "K",
+            "elbo",
+            "elbo_star",
+            "log_px",
+            "approximation_gap",
+            "amortization_gap",
+            "khat_gt_0.7",
+            "khat_star_gt_0.7",
+        ]
+        table = pd.concat(rows, ignore_index=True)
+        page.add_table(
+            table[[c for c in cols if c in table]],
+            "Means over points (nats); khat_gt_0.7 is the share of points whose importance "
+            "weights have Pareto k̂ > 0.7 with the amortized guide as proposal, khat_star_gt_0.7 "
+            "with q*.",
+        )
+    if "ais_summary" in have:
+        page.figure(
+            F.png(F.ais_vs_steps, tables, colours),
+            "ais_vs_steps.png",
+            "AIS's estimate of log p(x) against the number of intermediate distributions T, "
+            "±1 Monte Carlo standard error; dotted: the run's IWAE_K.",
+        )
 
 
 def write_report(
@@ -114,11 +205,13 @@ def write_report(
         mmd=[(v.mmd.estimate, v.mmd.stderr) if v.mmd else (math.nan, math.nan) for v in views],
         parameters=[v.parameters for v in views],
     )
+    groups = [_comparable(t) for t in tables]
     page.add_table(
         summary,
-        ranked=True,
         table_id="summary-table",
-        groups=[_comparable(t) for t in tables],
+        marks=significant_marks(
+            best_rows(summary, groups), summary, [t.points for t in tables], groups
+        ),
     )
     evaluated_on = sorted(
         {
@@ -142,14 +235,15 @@ def write_report(
         page.note(
             "The runs model different data or were evaluated on different points ("
             + "; ".join(
-                f"{d}, binarize {b or 'none'}, {n} {split} points"
-                for d, b, split, n in sorted(keys, key=str)
+                f"{d}, binarize {b or 'none'}, {n} {split} points, {est or 'not evaluated'}"
+                for d, b, split, n, est in sorted(keys, key=str)
             )
             + "): their bounds are compared (bold) only within each group."
         )
     for v in views:
         for note in v.notes:
             page.note(note)
+    _paired_section(page, tables)
 
     page.section("Learning curves", "curves")
     if any(t.history is not None for t in tables):
@@ -191,6 +285,8 @@ def write_report(
         )
     else:
         page.note("No run has a points.csv.")
+
+    _beyond_is_section(page, tables, colours)
 
     page.section("Samples and reconstructions", "samples")
     for i, v in enumerate(views, 1):

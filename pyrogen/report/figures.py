@@ -22,7 +22,10 @@ from pyrogen.report.tables import RunTables
 
 __all__ = [
     "STYLE",
+    "ais_vs_steps",
+    "bound_ladder",
     "bounds_vs_k",
+    "gap_decomposition",
     "gap_histogram",
     "image_panels",
     "khat_distribution",
@@ -415,4 +418,154 @@ def traversals(panels: Sequence[dict]) -> Figure:
     fig.suptitle(
         "Latent traversals: decoder means E[x | z] (latent values on the axes)", fontsize=13
     )
+    return fig
+
+
+# -- beyond importance sampling -------------------------------------------------------------------
+
+
+def _ladder_rows(r: RunTables) -> list[tuple[str, float, float]]:
+    """(label, mean, standard error) of each bound a run has, from the lowest to the highest."""
+    rows = []
+    g = r.extra.get("gaps_summary")
+    a = r.extra.get("ais_summary")
+    if g is not None and len(g):
+        g = g.iloc[0]
+        rows.append(("ELBO[q_φ]", g["elbo"], g["elbo_stderr"]))
+        rows.append(("ELBO[q*]", g["elbo_star"], g["elbo_star_stderr"]))
+        rows.append((f"IWAE_{int(g['K'])}", g["iwae"], g["iwae_stderr"]))
+        rows.append((f"IS with q* (K={int(g['K'])})", g["is_star"], g["is_star_stderr"]))
+    elif r.bounds is not None and len(r.bounds):
+        rows.append(("ELBO[q_φ]", r.bound(1), r.bound(1, "stderr")))
+        rows.append((f"IWAE_{r.ks[-1]}", r.top("estimate"), r.top("stderr")))
+    if a is not None and len(a):
+        top = a.sort_values("steps").iloc[-1]
+        rows.append(
+            (f"AIS (C={int(top['chains'])}, T={int(top['steps'])})", top["estimate"], top["stderr"])
+        )
+    return rows
+
+
+def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
+    """Per run, the ladder ELBO[q_phi] <= ELBO[q*] <= IWAE_K <= AIS on the test points (left)
+    and, where BDMC ran, its lower and upper bounds on data simulated from the model (right)."""
+    with_bdmc = any(r.extra.get("bdmc_summary") is not None for r in runs)
+    fig = Figure(figsize=(WIDTH, 1.2 + 1.6 * len(runs)), layout="constrained")
+    axes = fig.subplots(len(runs), 2 if with_bdmc else 1, squeeze=False)
+    for i, r in enumerate(runs):
+        ax = axes[i, 0]
+        rows = _ladder_rows(r)
+        for j, (_, value, se) in enumerate(rows):
+            ax.errorbar(value, j, xerr=se, fmt="o", color=colours[i], ms=6, capsize=3)
+            ax.annotate(
+                f"{value:.2f}", (value, j), xytext=(6, 5), textcoords="offset points", fontsize=9
+            )
+        ax.set_yticks(range(len(rows)), [lab for lab, _, _ in rows])
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.margins(x=0.25)
+        ax.set(title=f"{r.name}\ntest points", xlabel="nats per data point")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        if with_bdmc:
+            ax2 = axes[i, 1]
+            b = r.extra.get("bdmc_summary")
+            if b is None or not len(b):
+                ax2.set_axis_off()
+                continue
+            b = b.sort_values("steps").iloc[-1] if "steps" in b else b.iloc[-1]
+            ax2.errorbar(b["lower"], 0, fmt="o", color=colours[i], ms=6)
+            ax2.errorbar(b["upper"], 1, fmt="s", color=colours[i], ms=6)
+            ax2.plot([b["lower"], b["upper"]], [0, 1], color=colours[i], lw=1, alpha=0.5)
+            ax2.set_yticks([0, 1], ["forward AIS (lower)", "reverse AIS (upper)"])
+            ax2.set_ylim(-0.6, 1.6)
+            ax2.margins(x=0.4)
+            ax2.set(
+                title=f"BDMC, {int(b['num_points'])} simulated points, T={int(b['steps'])}\n"
+                f"gap {b['gap']:.3g} ± {b['gap_stderr']:.2g} nats",
+                xlabel="nats per data point",
+            )
+            ax2.xaxis.set_major_locator(MaxNLocator(4))
+    fig.suptitle("The bound ladder: each estimate of log p(x), lowest first", fontsize=13)
+    return fig
+
+
+def gap_decomposition(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
+    """Stacked bars of log p̂(x) - ELBO[q_phi] = approximation gap + amortization gap per run,
+    with ±1 standard error (test set) on each part."""
+    have = [(i, r) for i, r in enumerate(runs) if r.extra.get("gaps_summary") is not None]
+    fig = Figure(figsize=(WIDTH, 1.5 + 0.9 * len(have)), layout="constrained")
+    ax = fig.subplots()
+    names = []
+    bar = {"height": 0.5, "capsize": 3}
+    for j, (i, r) in enumerate(have):
+        g = r.extra["gaps_summary"].iloc[0]
+        approx, amort = g["approximation_gap"], g["amortization_gap"]
+        ax.barh(
+            j,
+            approx,
+            color=colours[i],
+            alpha=0.9,
+            label="approximation gap" if j == 0 else None,
+            xerr=g["approximation_gap_data_stderr"],
+            **bar,
+        )
+        ax.barh(
+            j,
+            amort,
+            left=max(approx, 0),
+            color=colours[i],
+            alpha=0.4,
+            hatch="//",
+            label="amortization gap" if j == 0 else None,
+            xerr=g["amortization_gap_data_stderr"],
+            **bar,
+        )
+        ax.annotate(
+            f"approx. {approx:.3g} + amort. {amort:.3g} = {approx + amort:.3g} nats "
+            f"(log p̂ from {g['best']})",
+            (0, j + 0.3),
+            va="bottom",
+            fontsize=9,
+        )
+        names.append(r.name)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(-0.5, len(names) - 0.1)
+    ax.set(xlabel="nats per data point")
+    _figure_legend(fig, [ax], ncol=2)
+    fig.suptitle("log p̂(x) − ELBO[q_φ] = approximation gap + amortization gap", fontsize=13)
+    return fig
+
+
+def ais_vs_steps(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
+    """AIS's estimate against the number of intermediate distributions T (log axis), ±1 s.e.,
+    with the run's IWAE_K as a dotted line."""
+    fig = Figure(figsize=(WIDTH, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, r in enumerate(runs):
+        a = r.extra.get("ais_summary")
+        if a is None or not len(a):
+            continue
+        a = a.sort_values("steps")
+        t, est, se = a["steps"].to_numpy(), a["estimate"].to_numpy(), a["stderr"].to_numpy()
+        ax.errorbar(
+            t,
+            est,
+            yerr=se,
+            fmt="-o",
+            color=colours[i],
+            ms=5,
+            capsize=3,
+            label=f"{r.name}: AIS, {int(a['chains'].iloc[-1])} chains",
+        )
+        if r.bounds is not None and len(r.bounds):
+            ax.axhline(
+                r.top("estimate"),
+                color=colours[i],
+                ls=":",
+                lw=1.5,
+                label=f"{r.name}: IWAE_{r.ks[-1]}",
+            )
+    ax.set_xscale("log")
+    ax.set(xlabel="T (intermediate distributions, log scale)", ylabel="log p̂(x) (nats per point)")
+    ax.legend(frameon=False, fontsize=9)
+    fig.suptitle("AIS estimate of log p(x) against T", fontsize=13)
     return fig

@@ -107,9 +107,12 @@ class Page:
         ranked: bool = False,
         table_id: str = "",
         groups: Sequence | None = None,
+        marks: dict | None = None,
     ) -> None:
-        """Adds a table; ``ranked`` marks the best values (within ``groups`` of rows)."""
-        marks = best_rows(table, groups) if ranked else {}
+        """Adds a table; ``ranked`` marks the best values (within ``groups`` of rows), or the
+        given ``marks`` (column -> rows to bold)."""
+        if marks is None:
+            marks = best_rows(table, groups) if ranked else {}
         self.blocks.append(Block("table", caption, table_id, table=table, marks=marks))
 
     def figure(self, image: bytes, filename: str, caption: str) -> None:
@@ -259,5 +262,6 @@ def ranked_caption(columns: Sequence[str]) -> str:
         + ", ".join(high)
         + "; lowest "
         + ", ".join(low)
-        + ")."
+        + "); a bound only where the best run beats every other of its group by more than two "
+        "paired standard errors over their shared points."
     )

@@ -16,8 +16,17 @@ import numpy as np
 import pandas as pd
 
 from pyrogen.errors import RunDirError
+from pyrogen.report.compare import evaluation_identity, stderr_reliability
 
-__all__ = ["BEST", "RunTables", "best_rows", "read_run_tables", "summary_table", "unique_names"]
+__all__ = [
+    "BEST",
+    "EXTRA_TABLES",
+    "RunTables",
+    "best_rows",
+    "read_run_tables",
+    "summary_table",
+    "unique_names",
+]
 
 #: how the best value of a summary column is chosen: "max", "min", or absent (not ranked)
 BEST: dict[str, str] = {
@@ -57,7 +66,7 @@ class RunTables:
 
     def top(self, column: str) -> float:
         """A value of bounds.csv at the largest k: the log p(x) estimate's row."""
-        if self.bounds is None or not len(self.bounds):
+        if self.bounds is None or not len(self.bounds) or column not in self.bounds:
             return math.nan
         return float(self.bounds[column].iloc[-1])
 
@@ -71,8 +80,13 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
         raise RunDirError(f"{path} is not a readable CSV table: {e}") from None
 
 
+#: tables beyond importance sampling (``pyrogen evaluate --ais/--gaps/--bdmc``), by file stem
+EXTRA_TABLES = ("ais", "ais_summary", "gaps", "gaps_summary", "bdmc", "bdmc_summary")
+
+
 def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
-    """Reads config.json and whichever of history.csv, bounds.csv, points.csv a run has."""
+    """Reads config.json and whichever of history.csv, bounds.csv, points.csv a run has (and
+    the :data:`EXTRA_TABLES`, into ``extra``)."""
     path = Path(run_dir)
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
@@ -84,6 +98,7 @@ def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
     bounds = _read_csv(path / "bounds.csv")
     if bounds is not None:
         bounds = bounds.sort_values("k", kind="stable").reset_index(drop=True)
+    extra = {name: _read_csv(path / f"{name}.csv") for name in EXTRA_TABLES}
     return RunTables(
         path,
         path.name,
@@ -91,6 +106,7 @@ def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
         _read_csv(path / "history.csv"),
         bounds,
         _read_csv(path / "points.csv"),
+        {k: v for k, v in extra.items() if v is not None},
     )
 
 
@@ -112,9 +128,12 @@ def summary_table(
     """One row per run: settings, training time and every bound of bounds.csv at full precision.
 
     Columns: ``run``, ``model``, ``objective``, ``parameters``, ``epochs`` (trained, from
-    history.csv), ``time (s)`` (sum of history seconds), ``ELBO`` (k = 1; the mean of points.csv
+    history.csv), ``time (s)`` (sum of history seconds), what was evaluated (``data``, ``split``,
+    ``points``, ``estimator``, ``K``), ``ELBO`` (k = 1; the mean of points.csv
     when k = 1 was not evaluated), ``IWAE_k`` for every evaluated k > 1, ``log p̂(x)`` and
-    ``± s.e.`` (the estimate at the largest k and its Monte Carlo standard error), ``NLL (nats)``,
+    ``± s.e.`` (the estimate at the largest k and its Monte Carlo standard error),
+    ``± data s.e.`` (the test set's), ``s.e. reliable`` (no when k̂ > 0.7 on too many points,
+    see :func:`~pyrogen.report.compare.stderr_reliability`), ``NLL (nats)``,
     ``bits/dim``, ``gap (nats)`` (mean log p̂(x) - ELBO), ``median ESS``, ``k̂ > 0.7`` (share of
     points), ``MMD²`` and ``MMD² s.e.``. Missing values are nan.
     """
@@ -125,6 +144,7 @@ def summary_table(
         elbo = r.bound(1)
         if math.isnan(elbo) and r.points is not None and "elbo" in r.points:
             elbo = float(r.points["elbo"].mean())
+        ident = evaluation_identity(r.config, r.bounds)
         row = {
             "run": r.name,
             "model": r.config.get("model_class", ""),
@@ -132,6 +152,7 @@ def summary_table(
             "parameters": parameters[i] if parameters else None,
             "epochs": int(h["epoch"].max()) if h is not None and len(h) else None,
             "time (s)": float(h["seconds"].sum()) if h is not None and len(h) else math.nan,
+            **{c: ident[c] for c in ("data", "split", "points", "estimator", "K")},
             "ELBO": elbo,
         }
         for k in ks:
@@ -140,6 +161,8 @@ def summary_table(
             {
                 "log p̂(x)": r.top("estimate"),
                 "± s.e.": r.top("stderr"),
+                "± data s.e.": r.top("data_stderr"),
+                "s.e. reliable": stderr_reliability(r.top("khat_gt_0.7")),
                 "NLL (nats)": r.top("nll"),
                 "bits/dim": r.top("bits_per_dim"),
                 "gap (nats)": r.top("gap"),
