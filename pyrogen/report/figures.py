@@ -484,6 +484,7 @@ def bound_ladder(runs: Sequence[RunTables], colours: Sequence[Any]) -> Figure:
                 xlabel="nats per data point",
             )
             ax2.xaxis.set_major_locator(MaxNLocator(4))
+            ax2.ticklabel_format(axis="x", useOffset=False)  # nats as they are, not +2.8e1
     fig.suptitle("The bound ladder: each estimate of log p(x), lowest first", fontsize=13)
     return fig
 
