@@ -272,7 +272,7 @@ def _wait_for_new_checkpoint(
 
 
 def _kill_and_resume(
-    model_file: str, tmp_path: Path, kills: int, epochs: int, batch: int, max_delay: float
+    model_file: str, tmp_path: Path, kills: int, epochs: int, batch: int
 ) -> None:
     torch.set_num_threads(1)
     rng = random.Random()
@@ -281,10 +281,18 @@ def _kill_and_resume(
     ckpt = run / "checkpoint.pt"
     argv = train(model_file, run, *options)
     for i in range(kills):
-        since = ckpt.stat().st_mtime_ns if ckpt.exists() else -1
+        done = load_checkpoint(ckpt)["epoch"] if ckpt.exists() else 0
+        # the kill lands during epoch target + 1 < epochs, at a random moment within it: a fixed
+        # delay in seconds would outlast the run on a fast machine
+        last = done + 2 + (epochs - 4 - done) // (kills - i)
+        target = rng.randint(done + 2, max(done + 2, last))
         proc = _start(argv, tmp_path)
-        _wait_for_new_checkpoint(proc, ckpt, since)
-        delay = rng.uniform(0.0, max_delay)
+        stamps = []
+        while not stamps or load_checkpoint(ckpt)["epoch"] < target:
+            _wait_for_new_checkpoint(proc, ckpt, ckpt.stat().st_mtime_ns if ckpt.exists() else -1)
+            stamps.append(time.monotonic())
+        epoch_time = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+        delay = rng.uniform(0.0, 0.8 * epoch_time)
         time.sleep(delay)
         still_training = proc.poll() is None
         proc.kill()
@@ -301,13 +309,13 @@ def _kill_and_resume(
 
 def test_sigkill_then_resume_is_exact(model_file: str, tmp_path: Path) -> None:
     """One SIGKILL at a random moment after the first checkpoint; the resumed run is exact."""
-    _kill_and_resume(model_file, tmp_path, kills=1, epochs=6, batch=16, max_delay=0.6)
+    _kill_and_resume(model_file, tmp_path, kills=1, epochs=6, batch=16)
 
 
 @pytest.mark.slow
 def test_sigkill_three_times_then_resume_is_exact(model_file: str, tmp_path: Path) -> None:
     """Three SIGKILLs at random moments, each followed by --resume; the end is exact."""
-    _kill_and_resume(model_file, tmp_path, kills=3, epochs=30, batch=16, max_delay=1.5)
+    _kill_and_resume(model_file, tmp_path, kills=3, epochs=30, batch=16)
 
 
 @pytest.mark.slow
