@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pyrogen.errors import ConfigError
+from pyrogen.atomic import check_writable, write_text
+from pyrogen.errors import ConfigError, RunDirError
 from pyrogen.report import figures as F
 from pyrogen.report.compare import (
     comparable_key,
@@ -190,6 +191,10 @@ def write_report(
         out = out / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         out = out.with_name(out.name + ".html")
+    for p in paths:  # a missing run is named before anything is created
+        if not p.is_dir():
+            raise RunDirError(f"run directory {p} does not exist")
+    check_writable(out.parent, create=True)  # before the figures are computed
     started = time.perf_counter()
     tables = [read_run_tables(p) for p in paths]
     for t, name in zip(tables, unique_names(paths)):
@@ -385,6 +390,6 @@ def write_report(
     )
     page.paragraph(f"Report computed in {time.perf_counter() - started:.1f} s.")
     (out.parent / f"{out.stem}_files").mkdir(parents=True, exist_ok=True)
-    summary.to_csv(out.parent / f"{out.stem}_files" / "summary.csv", index=False)
+    write_text(out.parent / f"{out.stem}_files" / "summary.csv", summary.to_csv(index=False))
     page.write(out)
     return ReportPath(out)  # a Path that a notebook shows as the page
