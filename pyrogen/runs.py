@@ -79,7 +79,9 @@ def load_model_class(spec: str) -> tuple[type[GenerativeModel], Path]:
         ContractError: the file is missing, not Python, does not import, defines no
             GenerativeModel subclass, or several without ``:ClassName``.
     """
-    file_part, _, class_name = spec.partition(":")
+    file_part, _, class_name = spec.rpartition(":")
+    if not file_part or not class_name.isidentifier():  # a ':' inside the path, not a class
+        file_part, class_name = spec, ""
     if file_part.endswith(".py") or os.sep in file_part or "/" in file_part:
         path = Path(file_part).expanduser()
     else:
