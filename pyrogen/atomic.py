@@ -15,17 +15,51 @@ from typing import BinaryIO
 __all__ = ["check_writable", "write_atomically", "write_bytes", "write_text"]
 
 
+class _Writes:
+    """A binary file whose first failed write is remembered: torch.save, for one, reports a full
+    disk as a RuntimeError ("unexpected pos") that no longer says why."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
-    """Calls ``write`` on a temporary file next to ``path``, then renames it onto ``path``."""
+    """Calls ``write`` on a temporary file next to ``path``, then renames it onto ``path``.
+
+    On any error (a full disk, an error in ``write``, Ctrl-C) the temporary file is removed and
+    ``path`` keeps its old content; a failed write to the file is raised as its OSError (with
+    ``path`` as its file name) even where ``write`` turned it into another exception.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+            writes = _Writes(f)
+            try:
+                write(writes)  # type: ignore[arg-type]
+                f.flush()
+                os.fsync(f.fileno())
+            except Exception as e:
+                failed = writes.error
+                if failed is not None and e is not failed:
+                    raise type(failed)(failed.errno, failed.strerror, str(path)) from e
+                raise
         os.replace(tmp, path)
-    except BaseException:  # a full disk, an error in ``write``, Ctrl-C: leave nothing behind
+    except BaseException:  # leave nothing behind
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise

@@ -53,12 +53,12 @@ def cmd_sample(args: argparse.Namespace) -> Path:
         )
     shape = run.config.get("image_shape")
     out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.csv")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name such as {out}/samples.csv")
     if out.suffix not in (".png", ".csv", ".npy"):
         raise ConfigError(f"--out {out}: write a .png (image data), .csv or .npy file")
     if out.suffix == ".png" and not shape:
         raise ConfigError(f"{run.config['data']} is not image data; write .csv or .npy")
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder: give a file name such as {out}/samples.csv")
     check_writable(out.parent)  # a missing folder or a read-only disk, before drawing
     seed_everything(args.seed)
     y = None

@@ -165,7 +165,7 @@ def _train_val_indices(
     if split == "all":
         return np.arange(n)
     n_val = int(round(n * val_fraction))
-    if n < 2:  # no val_fraction leaves a row on both sides
+    if split == "val" and n < 2 and n_val in (0, n):  # no val_fraction leaves a row each side
         raise DataError(
             f"{source} has {n} row{'s' if n != 1 else ''} for training and validation: at least "
             "2 are needed (one each), and many more for a useful model"

@@ -192,8 +192,8 @@ def write_report(
     if out.suffix.lower() not in (".html", ".htm"):
         out = out.with_name(out.name + ".html")
     for p in paths:  # a missing run is named before anything is created
-        if not p.is_dir():
-            raise RunDirError(f"run directory {p} does not exist")
+        if not (p / "config.json").is_file():
+            raise RunDirError(f"{p} is not a pyrogen run: it has no config.json")
     check_writable(out.parent, create=True)  # before the figures are computed
     started = time.perf_counter()
     tables = [read_run_tables(p) for p in paths]
