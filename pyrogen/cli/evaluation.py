@@ -11,7 +11,7 @@ import torch
 
 from pyrogen import distributed
 from pyrogen.atomic import check_writable, write_text
-from pyrogen.cli.outputs import recover_replaced
+from pyrogen.cli.outputs import recover_run
 from pyrogen.cli.parser import _resolve_device
 from pyrogen.errors import ConfigError, RunDirError
 
@@ -31,7 +31,7 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k {ks[-1]}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
-    recover_replaced(run_dir or args.run)
+    recover_run(run_dir or args.run)
     run = load_run(run_dir or args.run)
     if distributed.is_main():
         check_writable(run.path)  # bounds.csv goes here: a read-only disk fails before the work
@@ -163,6 +163,7 @@ def cmd_compare(args: argparse.Namespace) -> Any:
         check_writable(out, create=True)
     names, configs, bounds, points = [], [], [], []
     for run in args.runs:
+        recover_run(run)
         bounds_path = Path(run) / "bounds.csv"
         if not bounds_path.is_file():
             raise RunDirError(f"{run} has no bounds.csv: run `pyrogen evaluate {run}` first")
@@ -186,6 +187,8 @@ def cmd_compare(args: argparse.Namespace) -> Any:
 def cmd_report(args: argparse.Namespace) -> Path:
     from pyrogen.report import write_report
 
+    for run in args.runs:
+        recover_run(run)
     out = write_report(args.runs, args.out, seed=args.seed, mmd_samples=args.mmd_samples)
     print(f"report: {out} (Markdown: {out.with_suffix('.md')})")
     return out

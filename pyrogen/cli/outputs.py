@@ -1,10 +1,11 @@
-"""Where commands write: checked before any work, and ``--overwrite`` leftovers recovered.
+"""Where commands write: checked before any work; what a killed command left, recovered.
 
 ``check_run_out`` raises the OSError that creating or writing a run directory would raise (a
 regular file or a dangling symlink in the way, a read-only file system, no permission), so that a
-run fails in a second rather than after an epoch. ``recover_replaced`` finishes what a killed
-``--overwrite`` left: the old run, renamed aside to ``.NAME.replaced-PID``, is removed when the new
-run has a checkpoint, and otherwise renamed back into place.
+run fails in a second rather than after an epoch. ``recover_run`` finishes what a killed
+command left: temporary files of dead processes are removed, and the old run that ``--overwrite``
+renamed aside to ``.NAME.replaced-PID`` is removed when the new run has a checkpoint, and
+otherwise renamed back into place.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 from pathlib import Path
 
 from pyrogen.atomic import check_writable
 
-__all__ = ["check_run_out", "recover_replaced", "replaced_name"]
+__all__ = ["check_run_out", "recover_run", "replaced_name"]
 
 
 def replaced_name(out: Path) -> Path:
@@ -35,12 +37,27 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def recover_replaced(out: str | os.PathLike) -> None:
-    """Removes or restores what a killed ``--overwrite`` of ``out`` left beside it."""
+_LEFTOVER = re.compile(r"^\..+\.tmp(\d+)$|^\.pyrogen-probe(\d+)$")
+
+
+def recover_run(out: str | os.PathLike) -> None:
+    """Finishes what a killed command left in and beside the run directory ``out``.
+
+    Temporary files of the atomic writer (and write probes) whose process is dead are removed;
+    the old run that a killed ``--overwrite`` moved aside is removed or restored.
+    """
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         return
+    if out.is_dir():
+        for path in out.rglob(".*"):
+            match = _LEFTOVER.match(path.name)
+            if match and path.is_file():
+                pid = int(match.group(1) or match.group(2))
+                if pid != os.getpid() and not _alive(pid):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
     prefix = f".{out.name}.replaced-"
     for aside in sorted(parent.glob(f"{prefix}*")):
         pid = aside.name[len(prefix) :]

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pyrogen.atomic import check_writable, write_atomically
-from pyrogen.cli.outputs import recover_replaced
+from pyrogen.cli.outputs import recover_run
 from pyrogen.errors import ConfigError
 
 __all__ = ["cmd_sample", "save_image_grid"]
@@ -43,7 +43,7 @@ def cmd_sample(args: argparse.Namespace) -> Path:
 
     if args.num < 1:
         raise ConfigError(f"-n must be a positive integer, got {args.num}")
-    recover_replaced(args.run)
+    recover_run(args.run)
     run = load_run(args.run)
     need = args.num * int(run.config.get("data_dim") or 1) * 4 * 4  # x, its mean, the output
     if need > _available_memory():

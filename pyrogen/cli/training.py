@@ -14,7 +14,7 @@ import torch
 from pyrogen import distributed
 from pyrogen.atomic import write_text
 from pyrogen.cli.evaluation import cmd_evaluate, cmd_report
-from pyrogen.cli.outputs import check_run_out, recover_replaced, replaced_name
+from pyrogen.cli.outputs import check_run_out, recover_run, replaced_name
 from pyrogen.cli.parser import (
     DEFAULT_EPOCHS,
     _check_train_options,
@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
-        recover_replaced(args.out)
+        recover_run(args.out)
         saved = read_config(args.out)
         check_run_out(args.out)
         if not (Path(args.out) / "checkpoint.pt").is_file():
@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
         / (f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
     )
     if distributed.is_main():
-        recover_replaced(out)
+        recover_run(out)
         check_run_out(out)  # a read-only disk or a file in the way fails now, not after an epoch
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise RunDirError(
