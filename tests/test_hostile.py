@@ -473,3 +473,33 @@ def test_hostile_subprocess(ws, argv, expect):
     assert proc.returncode == 2, proc.stderr
     assert_message(proc.stderr, expect)
     assert snapshot(ws) == before
+
+
+# --- every file a command writes goes through the atomic writer ------------------------------
+
+WRITERS = [
+    ["sample", "run", "-n", "4", "--out", "out/s.png"],
+    ["sample", "run", "-n", "4", "--out", "out/s.npy"],
+    ["sample", "run", "-n", "4", "--out", "out/s.csv"],
+    ["compare", "run", "--out", "out"],
+    ["report", "run", "--out", "out/r.html", "--mmd-samples", "20"],
+    ["evaluate", "run", "--ks", "1,5", "--limit", "5", "--quiet"],
+]
+
+
+@pytest.mark.parametrize("argv", WRITERS, ids=lambda a: f"{a[0]}-{a[-1]}")
+def test_a_commit_that_fails_leaves_nothing(ws, capsys, monkeypatch, argv):
+    """With every rename failing (a full disk at the commit), no output file appears at all:
+    a command that wrote any file directly would leave it behind."""
+    (ws / "out").mkdir()
+    before = snapshot(ws)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "replace", full)
+    monkeypatch.setattr(os, "rename", full)
+    code, err = cli(capsys, *argv)
+    assert code == 2, err
+    assert_message(err, "disk is full")
+    assert snapshot(ws) == before

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -389,7 +390,14 @@ def write_report(
         ),
     )
     page.paragraph(f"Report computed in {time.perf_counter() - started:.1f} s.")
-    (out.parent / f"{out.stem}_files").mkdir(parents=True, exist_ok=True)
-    write_text(out.parent / f"{out.stem}_files" / "summary.csv", summary.to_csv(index=False))
-    page.write(out)
+    folder = out.parent / f"{out.stem}_files"
+    new_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        write_text(folder / "summary.csv", summary.to_csv(index=False))
+        page.write(out)
+    except BaseException:
+        if new_folder and not out.exists():  # a failed first report leaves no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return ReportPath(out)  # a Path that a notebook shows as the page
