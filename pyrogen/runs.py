@@ -16,7 +16,16 @@ import pandas as pd
 from pyrogen.errors import ConfigError, ContractError, RunDirError
 from pyrogen.model import GenerativeModel
 
-__all__ = ["Run", "build_model", "load_model_class", "load_run", "zoo_dir", "zoo_models"]
+__all__ = [
+    "MissingSetting",
+    "Run",
+    "RunConfig",
+    "build_model",
+    "load_model_class",
+    "load_run",
+    "zoo_dir",
+    "zoo_models",
+]
 
 
 def zoo_dir() -> Path:
@@ -44,6 +53,12 @@ def _import_file(path: Path) -> Any:
     except SyntaxError as e:
         del sys.modules[name]
         raise ContractError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
+    except SystemExit as e:  # sys.exit() at import: not a model file pyrogen can use
+        del sys.modules[name]
+        raise ContractError(
+            f"importing {path} called sys.exit({e.code!r}): guard its script part with "
+            "if __name__ == '__main__':"
+        ) from None
     except Exception as e:
         del sys.modules[name]
         raise ContractError(f"importing {path} failed: {type(e).__name__}: {e}") from e
@@ -64,7 +79,9 @@ def load_model_class(spec: str) -> tuple[type[GenerativeModel], Path]:
         ContractError: the file is missing, not Python, does not import, defines no
             GenerativeModel subclass, or several without ``:ClassName``.
     """
-    file_part, _, class_name = spec.partition(":")
+    file_part, _, class_name = spec.rpartition(":")
+    if not file_part or not class_name.isidentifier():  # a ':' inside the path, not a class
+        file_part, class_name = spec, ""
     if file_part.endswith(".py") or os.sep in file_part or "/" in file_part:
         path = Path(file_part).expanduser()
     else:
@@ -155,9 +172,36 @@ def read_config(run_dir: str | os.PathLike) -> dict:
     if not cfg_path.is_file():
         raise RunDirError(f"{path} is not a pyrogen run: it has no config.json")
     try:
-        return json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
+        values = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunDirError(f"{cfg_path} is not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise RunDirError(
+            f"{cfg_path} holds a JSON {type(values).__name__}, not an object of settings: "
+            "restore it, or train the run again with --overwrite"
+        )
+    return RunConfig(values, cfg_path)
+
+
+class MissingSetting(RunDirError, KeyError):
+    """A setting that a run's config.json lacks (a KeyError, so ``except KeyError`` still works)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class RunConfig(dict):
+    """The settings of a run's config.json; a missing one raises :class:`MissingSetting`."""
+
+    def __init__(self, values: dict, path: Path) -> None:
+        super().__init__(values)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise MissingSetting(
+            f"{self.path} lacks the setting '{key}': restore the file, or train the run again "
+            "with --overwrite"
+        )
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
@@ -168,11 +212,8 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     config = read_config(path)
     if not (path / "checkpoint.pt").is_file():
         raise RunDirError(f"{path} has no checkpoint.pt: train it first (pyrogen train ...)")
-    try:
-        cls, _ = load_model_class(f"{config['model_file']}:{config['model_class']}")
-        model = build_model(cls, config["data_dim"], **config.get("model_options", {}))
-    except KeyError as e:
-        raise RunDirError(f"{path / 'config.json'} lacks the setting {e}") from None
+    cls, _ = load_model_class(f"{config['model_file']}:{config['model_class']}")
+    model = build_model(cls, config["data_dim"], **config.get("model_options", {}))
     state = load_checkpoint(path / "checkpoint.pt")
     if not isinstance(state, dict) or "model" not in state:
         raise RunDirError(f"{path / 'checkpoint.pt'} is not a pyrogen checkpoint")

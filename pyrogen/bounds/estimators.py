@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -147,7 +148,12 @@ def parse_ks(ks: str | Iterable[int]) -> list[int]:
         except ValueError:
             raise ConfigError(f"--ks must be comma-separated integers, got '{ks}'") from None
     else:
-        values = [int(v) for v in ks]
+        if not isinstance(ks, Iterable):  # ks = 5 in a TOML file: which list was meant?
+            raise ConfigError(f"ks must be a list of integers such as '1,10,100', got {ks!r}")
+        values = list(ks)
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+            raise ConfigError(f"ks must be integers such as '1,10,100' or [1, 10, 100], got {ks!r}")
+        values = [int(v) for v in values]
     if not values:
         raise ConfigError("the list of k is empty; give e.g. --ks 1,10,100")
     bad = [v for v in values if v < 1]

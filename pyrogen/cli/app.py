@@ -6,7 +6,8 @@ import sys
 
 from pyrogen import distributed
 from pyrogen.cli.evaluation import cmd_compare, cmd_evaluate, cmd_report
-from pyrogen.cli.parser import _apply_config, _parser
+from pyrogen.cli.failures import user_message
+from pyrogen.cli.parser import _apply_config, _parser, check_common_options
 from pyrogen.cli.sampling import cmd_sample
 from pyrogen.cli.training import cmd_run, cmd_train
 from pyrogen.errors import PyrogenError
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "config", None):
             args = _apply_config(args, parser, argv)
+        check_common_options(args)
         result = COMMANDS[args.command](args)
         if args.command == "train":
             print(f"run directory: {result}")
@@ -67,5 +69,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pyrogen {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # OSError, MemoryError, a malformed run file, ... or a bug
+        if args.debug:
+            raise
+        message = user_message(e)
+        if message is not None:
+            print(f"pyrogen {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        print(
+            f"pyrogen {args.command}: internal error: {type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}\n"
+            "please report it with the output of the same command run with --debug",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         cleanup()

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from pyrogen import distributed
-from pyrogen.atomic import write_text
+from pyrogen.atomic import check_writable, write_text
+from pyrogen.cli.outputs import recover_run
 from pyrogen.cli.parser import _resolve_device
 from pyrogen.errors import ConfigError, RunDirError
 
@@ -30,7 +31,10 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
         raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k {ks[-1]}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
+    recover_run(run_dir or args.run)
     run = load_run(run_dir or args.run)
+    if distributed.is_main():
+        check_writable(run.path)  # bounds.csv goes here: a read-only disk fails before the work
     cfg = run.config
     data = load_dataset(
         cfg["data"],
@@ -154,8 +158,12 @@ def cmd_compare(args: argparse.Namespace) -> Any:
     from pyrogen.report.compare import comparison_table, evaluation_identity, paired_differences
     from pyrogen.runs import read_config
 
+    if args.out:  # a folder that cannot be written fails before the runs are read
+        out = Path(args.out)
+        check_writable(out, create=True)
     names, configs, bounds, points = [], [], [], []
     for run in args.runs:
+        recover_run(run)
         bounds_path = Path(run) / "bounds.csv"
         if not bounds_path.is_file():
             raise RunDirError(f"{run} has no bounds.csv: run `pyrogen evaluate {run}` first")
@@ -169,11 +177,9 @@ def cmd_compare(args: argparse.Namespace) -> Any:
     paired = paired_differences(names, idents, bounds, points)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        table.to_csv(out / "comparison.csv", index=False)
-        paired.to_csv(out / "paired.csv", index=False)
-        (out / "comparison.md").write_text(markdown_table(table))
+        write_text(out / "comparison.csv", table.to_csv(index=False))
+        write_text(out / "paired.csv", paired.to_csv(index=False))
+        write_text(out / "comparison.md", markdown_table(table))
         print(f"wrote {out / 'comparison.csv'}, {out / 'paired.csv'} and {out / 'comparison.md'}")
     return table
 
@@ -181,6 +187,8 @@ def cmd_compare(args: argparse.Namespace) -> Any:
 def cmd_report(args: argparse.Namespace) -> Path:
     from pyrogen.report import write_report
 
+    for run in args.runs:
+        recover_run(run)
     out = write_report(args.runs, args.out, seed=args.seed, mmd_samples=args.mmd_samples)
     print(f"report: {out} (Markdown: {out.with_suffix('.md')})")
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -157,12 +158,12 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pyrogen",
         description="Deep latent-variable generative models on Pyro with honest likelihoods.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train a model/guide pair by SVI into a run directory")
     _add_train_options(p)
@@ -277,15 +278,54 @@ def _default_binarize(data: str) -> str:
     return "dynamic" if data in ("digits", "mnist", "fashion-mnist") else "none"
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+MAX_SEED = 2**32 - 1  # NumPy's (and so Pyro's) largest seed
+
+
+def _check_device_name(name: object) -> None:
+    """Refuses a device that pyrogen cannot train or evaluate on (meta, xla, a typo, ...)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"--device must be cpu, cuda or auto, got {name!r}")
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{name}': use cpu, cuda (or cuda:N) or auto") from None
+    if device.type not in DEVICE_TYPES:
+        raise ConfigError(f"--device {name}: pyrogen runs on cpu, cuda (or cuda:N) or auto")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is available here (use cpu or auto)")
+    if device.type == "cuda" and device.index is not None:
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"--device {name}: there are {torch.cuda.device_count()} CUDA GPUs here"
+            )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {name}: MPS is not available here (use cpu or auto)")
+
+
+def check_common_options(args: argparse.Namespace) -> None:
+    """Options several commands share, checked before any work: --seed, --device."""
+    seed = getattr(args, "seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    if hasattr(args, "device"):
+        _check_device_name(args.device)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are two lines: the problem, and where to read the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+
 def _resolve_device(name: str) -> torch.device:
+    _check_device_name(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA GPU is available here (use cpu or auto)")
-    try:
-        return distributed.local_device(torch.device(name))
-    except RuntimeError:
-        raise ConfigError(f"unknown device '{name}': use cpu, cuda or auto") from None
+    return distributed.local_device(torch.device(name))
 
 
 def _check_train_options(args: argparse.Namespace) -> None:

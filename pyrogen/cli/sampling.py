@@ -9,13 +9,31 @@ what papers usually show, but not a sample of p_theta(x).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
 
+from pyrogen.atomic import check_writable, write_atomically
+from pyrogen.cli.outputs import recover_run
 from pyrogen.errors import ConfigError
 
 __all__ = ["cmd_sample", "save_image_grid"]
+
+
+def _available_memory() -> int:
+    """Bytes of memory available now (physical memory where the OS does not say)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 2**34
 
 
 def cmd_sample(args: argparse.Namespace) -> Path:
@@ -25,7 +43,23 @@ def cmd_sample(args: argparse.Namespace) -> Path:
 
     if args.num < 1:
         raise ConfigError(f"-n must be a positive integer, got {args.num}")
+    recover_run(args.run)
     run = load_run(args.run)
+    need = args.num * int(run.config.get("data_dim") or 1) * 4 * 4  # x, its mean, the output
+    if need > _available_memory():
+        raise ConfigError(
+            f"-n {args.num} would need about {need / 2**30:.1f} GiB of memory "
+            f"({_available_memory() / 2**30:.1f} GiB available): draw fewer samples"
+        )
+    shape = run.config.get("image_shape")
+    out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.csv")
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder: give a file name such as {out}/samples.csv")
+    if out.suffix not in (".png", ".csv", ".npy"):
+        raise ConfigError(f"--out {out}: write a .png (image data), .csv or .npy file")
+    if out.suffix == ".png" and not shape:
+        raise ConfigError(f"{run.config['data']} is not image data; write .csv or .npy")
+    check_writable(out.parent)  # a missing folder or a read-only disk, before drawing
     seed_everything(args.seed)
     y = None
     if wants_labels(run.model.model):
@@ -36,20 +70,14 @@ def cmd_sample(args: argparse.Namespace) -> Path:
             else torch.arange(args.num) % classes
         )
     x = _draw(run.model, args.num, y, mean=getattr(args, "mean", False))
-    shape = run.config.get("image_shape")
-    out = Path(args.out) if args.out else run.path / ("samples.png" if shape else "samples.csv")
     if out.suffix == ".png":
-        if not shape:
-            raise ConfigError(f"{run.config['data']} is not image data; write .csv or .npy")
         save_image_grid(x.cpu(), tuple(shape), out)
     elif out.suffix == ".csv":
         write_csv(out, x.cpu(), y)
-    elif out.suffix == ".npy":
+    else:
         import numpy as np
 
-        np.save(out, x.cpu().numpy())
-    else:
-        raise ConfigError(f"--out {out}: write a .png (image data), .csv or .npy file")
+        write_atomically(out, lambda f: np.save(f, x.cpu().numpy()))
     what = "means of p(x | z)" if getattr(args, "mean", False) else "draws from p(x)"
     print(f"wrote {args.num} samples ({what}) to {out}")
     return out
@@ -108,5 +136,7 @@ def save_image_grid(
     )
     ax.imshow(grid.clamp(0, 1).numpy(), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=100, bbox_inches="tight"))
+    finally:
+        plt.close(fig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -13,7 +12,9 @@ from pathlib import Path
 import torch
 
 from pyrogen import distributed
+from pyrogen.atomic import write_text
 from pyrogen.cli.evaluation import cmd_evaluate, cmd_report
+from pyrogen.cli.outputs import check_run_out, recover_run, replaced_name
 from pyrogen.cli.parser import (
     DEFAULT_EPOCHS,
     _check_train_options,
@@ -54,7 +55,9 @@ def cmd_train(args: argparse.Namespace) -> Path:
     if args.resume:
         if args.out is None:
             raise ConfigError("--resume needs --out RUN, the run directory to continue")
+        recover_run(args.out)
         saved = read_config(args.out)
+        check_run_out(args.out)
         if not (Path(args.out) / "checkpoint.pt").is_file():
             raise RunDirError(
                 f"{args.out} has no checkpoint.pt to resume from (it stopped "
@@ -70,6 +73,19 @@ def cmd_train(args: argparse.Namespace) -> Path:
         )
 
     cls, model_file = load_model_class(args.model)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("runs")
+        / (f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+    )
+    if distributed.is_main():
+        recover_run(out)
+        check_run_out(out)  # a read-only disk or a file in the way fails now, not after an epoch
+        if out.exists() and any(out.iterdir()) and not args.overwrite:
+            raise RunDirError(
+                f"{out} already exists; use --resume to continue it or --overwrite to replace it"
+            )
     binarize = args.binarize or _default_binarize(args.data)
     data = _load_splits(args.data, binarize, args.val_fraction, args.seed, args.scale)
     train = data["train"]
@@ -103,12 +119,6 @@ def cmd_train(args: argparse.Namespace) -> Path:
 
     callbacks = tensorboard_callbacks(getattr(args, "tensorboard", None))
 
-    out = (
-        Path(args.out)
-        if args.out
-        else Path("runs")
-        / (f"{model_file.stem}-{Path(args.data).stem}-{time.strftime('%Y%m%d-%H%M%S')}")
-    )
     out = Path(distributed.from_main(str(out)))  # ranks may read the clock a second apart
     replaced = None  # the run that --overwrite replaces: kept until the new one has a checkpoint
     if out.exists() and any(out.iterdir()):
@@ -118,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> Path:
             )
         distributed.barrier()  # every rank has looked before rank 0 removes it
         if distributed.is_main():
-            replaced = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+            replaced = replaced_name(out)
             out.rename(replaced)
     distributed.barrier()
     config = {
@@ -247,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> Path:
     with open(out / "config.json") as f:
         cfg = json.load(f)
     cfg["seconds_total"] = round(time.perf_counter() - started, 2)
-    (out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    write_text(out / "config.json", json.dumps(cfg, indent=2) + "\n")
     cmd_report(
         argparse.Namespace(runs=[out], out=out / "report.html", seed=args.seed, mmd_samples=1000)
     )

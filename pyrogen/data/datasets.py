@@ -10,6 +10,7 @@ __all__ = [
 
 import functools
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,16 @@ def _permutation(n: int, seed: int) -> np.ndarray:
     return torch.randperm(n, generator=generator).numpy()
 
 
+def _smallest_fraction(n: int) -> float:
+    """The smallest two-decimal fraction f whose ``round(n * f)`` is at least 1 (n >= 2)."""
+    return math.ceil(100 / n) / 100
+
+
+def _largest_fraction(n: int) -> float:
+    """The largest two-decimal fraction f whose ``round(n * f)`` leaves a training row (n >= 2)."""
+    return math.floor(100 * (n - 1) / n) / 100
+
+
 def _train_val_indices(
     n: int, split: str, val_fraction: float, seed: int, source: str
 ) -> np.ndarray:
@@ -154,14 +165,20 @@ def _train_val_indices(
     if split == "all":
         return np.arange(n)
     n_val = int(round(n * val_fraction))
+    if split == "val" and n < 2 and n_val in (0, n):  # no val_fraction leaves a row each side
+        raise DataError(
+            f"{source} has {n} row{'s' if n != 1 else ''} for training and validation: at least "
+            "2 are needed (one each), and many more for a useful model"
+        )
     if split == "val" and n_val == 0:
         raise DataError(
             f"{source}: the validation split is empty ({n} training rows, "
-            f"val_fraction={val_fraction}); raise val_fraction"
+            f"val_fraction={val_fraction}); use --val-fraction {_smallest_fraction(n)} or more"
         )
     if split == "train" and n_val >= n:
         raise DataError(
-            f"{source}: the training split is empty ({n} rows, val_fraction={val_fraction})"
+            f"{source}: the training split is empty ({n} rows, val_fraction={val_fraction}); "
+            f"use --val-fraction {_largest_fraction(n)} or less"
         )
     perm = _permutation(n, seed)
     chosen = perm[:n_val] if split == "val" else perm[n_val:]
@@ -271,6 +288,8 @@ def load_dataset(
         else:
             path = Path(name_str).expanduser()
             suffix = path.suffix.lower()
+            if path.is_dir():
+                raise DataError(f"data file {name_str} is a folder: give the file inside it")
             if not path.is_file():
                 if suffix in USER_SUFFIXES:
                     raise DataError(f"data file {name_str} does not exist")

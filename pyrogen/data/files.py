@@ -3,6 +3,7 @@
 __all__ = ["USER_SUFFIXES"]
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -136,12 +137,36 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _tensor_to_numpy(value: Any, path: Path, what: str) -> np.ndarray:
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{path}: {what} is a {type(value).__name__}, expected a tensor")
+    if value.layout != torch.strided:
+        raise DataError(
+            f"{path}: {what} is a sparse tensor ({value.layout}); store it dense "
+            "(tensor.to_dense()) in the .pt file"
+        )
     value = value.detach().cpu()
     if value.is_floating_point() and value.dtype not in (torch.float32, torch.float64):
         value = value.float()
     if value.is_complex():
         raise DataError(f"{path}: {what} is complex ({value.dtype}), expected real numbers")
     return value.numpy()
+
+
+def _load_failure(err: Exception) -> str:
+    """One line for torch.load's failure: the pickled object it refused, or its first sentence.
+
+    torch's own multi-line text advises ``weights_only=False``, which would run the file's code;
+    pyrogen never gives that advice.
+    """
+    text = str(err).strip()
+    unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", text, re.IGNORECASE)
+    if unsafe:
+        return (
+            f"it holds the pickled Python object {unsafe.group(1)}, and pyrogen loads tensors "
+            "only; save a tensor, or a dict with tensors 'x' (and 'y')"
+        )
+    first = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+    if "weights_only" in first:
+        first = "it is not a tensors-only file"
+    return f"it is corrupt, truncated or not tensors-only ({first[:160]})"
 
 
 def _read_user_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -178,7 +203,7 @@ def _read_user_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad or unsafe files
-        raise DataError(f"cannot read .pt file {path} (weights_only=True): {err}") from err
+        raise DataError(f"cannot read .pt file {path}: {_load_failure(err)}") from None
     if isinstance(obj, torch.Tensor):
         return _tensor_to_numpy(obj, path, "the stored tensor"), None
     if isinstance(obj, dict):

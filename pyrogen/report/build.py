@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from pyrogen.errors import ConfigError
+from pyrogen.atomic import check_writable, write_text
+from pyrogen.errors import ConfigError, RunDirError
 from pyrogen.report import figures as F
 from pyrogen.report.compare import (
     comparable_key,
@@ -190,6 +192,10 @@ def write_report(
         out = out / "report.html"
     if out.suffix.lower() not in (".html", ".htm"):
         out = out.with_name(out.name + ".html")
+    for p in paths:  # a missing run is named before anything is created
+        if not (p / "config.json").is_file():
+            raise RunDirError(f"{p} is not a pyrogen run: it has no config.json")
+    check_writable(out.parent, create=True)  # before the figures are computed
     started = time.perf_counter()
     tables = [read_run_tables(p) for p in paths]
     for t, name in zip(tables, unique_names(paths)):
@@ -384,7 +390,14 @@ def write_report(
         ),
     )
     page.paragraph(f"Report computed in {time.perf_counter() - started:.1f} s.")
-    (out.parent / f"{out.stem}_files").mkdir(parents=True, exist_ok=True)
-    summary.to_csv(out.parent / f"{out.stem}_files" / "summary.csv", index=False)
-    page.write(out)
+    folder = out.parent / f"{out.stem}_files"
+    new_folder = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        write_text(folder / "summary.csv", summary.to_csv(index=False))
+        page.write(out)
+    except BaseException:
+        if new_folder and not out.exists():  # a failed first report leaves no folder behind
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     return ReportPath(out)  # a Path that a notebook shows as the page

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pyrogen.atomic import write_text
+from pyrogen.atomic import write_bytes, write_text
 from pyrogen.report.tables import BEST, best_rows
 
 __all__ = ["Block", "Page", "format_value"]
@@ -235,7 +235,7 @@ class Page:
         folder.mkdir(exist_ok=True)
         for b in self.blocks:
             if b.kind == "figure":
-                (folder / b.filename).write_bytes(b.image)
+                write_bytes(folder / b.filename, b.image)
         generated = f"Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')} by pyrogen report."
         md = out.with_suffix(".md")
         for path, text in (

@@ -5,7 +5,6 @@ Everything here only reads run directories (config.json, history.csv, bounds.csv
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -87,14 +86,10 @@ EXTRA_TABLES = ("ais", "ais_summary", "gaps", "gaps_summary", "bdmc", "bdmc_summ
 def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
     """Reads config.json and whichever of history.csv, bounds.csv, points.csv a run has (and
     the :data:`EXTRA_TABLES`, into ``extra``)."""
+    from pyrogen.runs import read_config
+
     path = Path(run_dir)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise RunDirError(f"{path} is not a pyrogen run: it has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{cfg_path} is not valid JSON: {e}") from None
+    config = read_config(path)  # an object of settings, or a RunDirError naming the file
     bounds = _read_csv(path / "bounds.csv")
     if bounds is not None:
         bounds = bounds.sort_values("k", kind="stable").reset_index(drop=True)

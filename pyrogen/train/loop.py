@@ -283,6 +283,11 @@ def fit(
 
     if out_dir is not None and distributed.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
+        if state is not None:  # a kill between checkpoint.pt and history.csv: the latter catches up
+            write_text(
+                out_dir / "history.csv",
+                pd.DataFrame(rows, columns=HISTORY_COLUMNS).to_csv(index=False),
+            )
         if not resume:
             settings = {
                 "epochs": epochs,
