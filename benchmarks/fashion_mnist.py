@@ -31,6 +31,7 @@ References:
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -45,8 +46,19 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 import pyrogen  # noqa: E402
+from pyrogen.data.idx import read_idx  # noqa: E402
+from pyrogen.data.sources import find_idx_files  # noqa: E402
+from pyrogen.optim import OPTIMIZERS  # noqa: E402
 from pyrogen.runs import build_model, load_model_class  # noqa: E402
 from pyrogen.train import OBJECTIVES, seed_everything  # noqa: E402
+from pyrogen.train.checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PROTOCOLS = ROOT / "benchmarks" / "protocols"
 
 __all__ = ["COLUMNS", "IMAGE_MODELS", "main", "run_model"]
 
@@ -125,6 +137,18 @@ def _parser() -> argparse.ArgumentParser:
         help="tiny models, 500 training images, 1 epoch, 20 test points, K=20",
     )
     p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--protocol",
+        default=None,
+        help="train and evaluate under a published protocol: a name in benchmarks/protocols/ "
+        "(exemplar) or a TOML file; the models are the protocol's",
+    )
+    p.add_argument(
+        "--stage",
+        default="train",
+        choices=("train", "evaluate", "all"),
+        help="with --protocol: train (resumes a run in --runs), evaluate the best weights, or both",
+    )
     return p
 
 
@@ -210,9 +234,118 @@ def _merge(path: Path, rows: list[dict]) -> pd.DataFrame:
     return new
 
 
+def load_protocol(name: str) -> dict:
+    """The protocol called ``name`` in benchmarks/protocols/, or read from a TOML file."""
+    path = Path(name) if name.endswith(".toml") else PROTOCOLS / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in PROTOCOLS.glob("*.toml")))
+        raise SystemExit(f"no protocol {name!r}: {path} does not exist (known: {known})")
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+def protocol_splits(proto: dict) -> dict[str, torch.Tensor]:
+    """Grey-level train images, and validation/test images binarized once with the static seed.
+
+    The train/validation split is by position in the training file (first ``train_images``,
+    then ``val_images``), as in the reference code; no shuffling before the split.
+    """
+    files = find_idx_files(proto["data"])
+    train_all = torch.from_numpy(read_idx(files["train_images"])).flatten(1).float() / 255.0
+    test = torch.from_numpy(read_idx(files["test_images"])).flatten(1).float() / 255.0
+    n_train, n_val = proto["train_images"], proto["val_images"]
+    if n_train + n_val > len(train_all):
+        raise SystemExit(f"the protocol asks for {n_train + n_val} training images")
+    gen = torch.Generator().manual_seed(proto["static_seed"])
+    val = torch.bernoulli(train_all[n_train : n_train + n_val], generator=gen)
+    test = torch.bernoulli(test, generator=gen)
+    return {"train": train_all[:n_train], "val": val, "test": test}
+
+
+class EpochLog:
+    """A fit callback: keeps the best validation weights in ``best.pt`` and logs each epoch."""
+
+    def __init__(self, model: torch.nn.Module, run_dir: Path, name: str) -> None:
+        self.model, self.path, self.name = model, run_dir / "best.pt", name
+        self.best = load_checkpoint(self.path)["val_elbo"] if self.path.exists() else -math.inf
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, state: object, config: object = None) -> None:
+        print(f"{self.name}: from epoch {state.epoch}, best val ELBO {self.best:.2f}", flush=True)
+
+    def on_step_end(self, state: object, metrics: dict) -> None:
+        pass
+
+    def on_epoch_end(self, state: object, row: dict) -> None:
+        val = float(row["val_elbo"])
+        mark = ""
+        if val > self.best:
+            self.best, mark = val, " *"
+            weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            save_checkpoint(self.path, {"model": weights, "epoch": state.epoch, "val_elbo": val})
+        print(
+            f"{self.name} epoch {state.epoch}: train {row['train_objective']:.2f} "
+            f"(beta {row['kl_weight']:.2f}), val ELBO {val:.2f}{mark}, {row['seconds']:.1f} s",
+            flush=True,
+        )
+
+    def on_train_end(self, state: object) -> None:
+        pass
+
+
+def protocol_model(proto: dict, name: str) -> torch.nn.Module:
+    """The protocol's model ``name``, built as its spec says."""
+    spec = proto["models"][name]
+    cls, _ = load_model_class(spec["model"])
+    options = dict(spec.get("options", {}))
+    if "hidden_dims" in options:
+        options["hidden_dims"] = tuple(options["hidden_dims"])
+    return build_model(cls, 784, **options)
+
+
+def train_protocol(proto: dict, name: str, splits: dict, runs: Path) -> Path:
+    """Trains (or resumes) model ``name`` under the protocol in ``runs/<name>-<protocol>``."""
+    run_dir = runs / f"{name}-{proto['name']}"
+    spec = proto["models"][name]
+    seed_everything(proto["seed"])
+    model = protocol_model(proto, name)
+    _, model_file = load_model_class(spec["model"])
+    config = {
+        "model_spec": spec["model"],
+        "model_file": str(model_file),
+        "model_options": spec.get("options", {}),
+        "data": proto["data"],
+        "data_dim": 784,
+        "image_shape": [28, 28],
+        "protocol": proto["name"],
+        "protocol_settings": {k: v for k, v in proto.items() if k != "models"},
+    }
+    pyrogen.fit(
+        model,
+        splits["train"],
+        splits["val"],
+        epochs=proto["max_epochs"],
+        batch_size=proto["batch_size"],
+        lr=proto["lr"],
+        seed=proto["seed"],
+        out=run_dir,
+        binarize=proto["binarize"],
+        kl_warmup=proto["kl_warmup"],
+        patience=proto["patience"],
+        optimizer=OPTIMIZERS[proto["optimizer"]],
+        resume=(run_dir / "checkpoint.pt").exists(),
+        config=config,
+        progress=False,
+        callbacks=[EpochLog(model, run_dir, name)],
+    )
+    return run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the benchmark; returns 0. See ``--help``."""
     args = _parser().parse_args(argv)
+    if args.protocol:
+        return main_protocol(args)
     if args.smoke:
         args.epochs, args.k = 1, 20
         args.limit = args.limit or 20
@@ -248,6 +381,25 @@ def main(argv: list[str] | None = None) -> int:
     _log(args, f"wrote {out}")
     if not args.quiet:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def main_protocol(args: argparse.Namespace) -> int:
+    """``--protocol``: trains each model to convergence (resuming), then evaluates it."""
+    proto = load_protocol(args.protocol)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in proto["models"]]
+    if unknown:
+        raise SystemExit(
+            f"protocol {proto['name']} has no models {unknown}: {', '.join(proto['models'])}"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    splits = protocol_splits(proto)
+    runs = Path(args.runs or "fmnist-runs")
+    for name in models:
+        if args.stage in ("train", "all"):
+            train_protocol(proto, name, splits, runs)
     return 0
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 import pyrogen
-from pyrogen.nn import MLP, GaussianEncoder
+from pyrogen.nn import MLP, GatedGaussianEncoder, GatedMLP, GaussianEncoder, he_init
 
 __all__ = ["LIKELIHOODS", "VAE", "main"]
 
@@ -48,7 +48,10 @@ class VAE(pyrogen.GenerativeModel):
             scale shared by all dimensions), ``"studentt"`` for real values with heavy tails
             (learned scale and degrees of freedom, shared) or ``"poisson"`` for counts (rate
             softplus(f(z))).
-        activation: hidden activation (relu, tanh, ...).
+        activation: hidden activation (relu, tanh, ...); not used when ``gated``.
+        gated: gated dense layers in encoder and decoder, He initialisation and a log-variance
+            clipped to [-6, 2]: the MLP VAE of the VampPrior and Exemplar VAE papers
+            (``latent_dim=40, hidden_dims=(300, 300), gated=True``: 1,116,864 parameters).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class VAE(pyrogen.GenerativeModel):
         hidden_dims: Sequence[int] = (400,),
         likelihood: str = "bernoulli",
         activation: str = "relu",
+        gated: bool = False,
     ) -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -65,8 +69,12 @@ class VAE(pyrogen.GenerativeModel):
                 f"likelihood must be one of {', '.join(LIKELIHOODS)}, got {likelihood!r}"
             )
         self.data_dim, self.latent_dim, self.likelihood = data_dim, latent_dim, likelihood
-        self.encoder = GaussianEncoder(data_dim, hidden_dims, latent_dim, activation)
-        self.decoder = MLP(latent_dim, tuple(reversed(hidden_dims)), data_dim, activation)
+        if gated:
+            self.encoder = he_init(GatedGaussianEncoder(data_dim, hidden_dims, latent_dim))
+            self.decoder = he_init(GatedMLP(latent_dim, tuple(reversed(hidden_dims)), data_dim))
+        else:
+            self.encoder = GaussianEncoder(data_dim, hidden_dims, latent_dim, activation)
+            self.decoder = MLP(latent_dim, tuple(reversed(hidden_dims)), data_dim, activation)
         if likelihood in ("gaussian", "studentt"):
             self.log_sigma = nn.Parameter(torch.tensor(-1.0))
         if likelihood == "studentt":

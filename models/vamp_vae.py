@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 import pyrogen
-from pyrogen.nn import MLP, GaussianEncoder
+from pyrogen.nn import MLP, GatedGaussianEncoder, GatedMLP, GaussianEncoder, he_init
 
 __all__ = ["GaussianMixture", "VampVAE", "main"]
 
@@ -89,7 +89,11 @@ class VampVAE(pyrogen.GenerativeModel):
         hidden_dims: hidden widths of the encoder (the decoder mirrors them).
         num_pseudo: K, the number of pseudo-inputs (500 in the paper).
         likelihood: ``"bernoulli"`` or ``"gaussian"`` (a learned shared scale).
-        activation: hidden activation.
+        activation: hidden activation; not used when ``gated``.
+        gated: the VampPrior paper's networks: gated dense layers, He initialisation, a
+            log-variance clipped to [-6, 2], and pseudo-inputs u_k = hardtanh(v_k, 0, 1) with
+            v_k initialised at N(0.05, 0.01^2) (``latent_dim=40, hidden_dims=(300, 300),
+            num_pseudo=500, gated=True``: 1,508,864 parameters).
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class VampVAE(pyrogen.GenerativeModel):
         num_pseudo: int = 500,
         likelihood: str = "bernoulli",
         activation: str = "relu",
+        gated: bool = False,
     ) -> None:
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
@@ -108,16 +113,24 @@ class VampVAE(pyrogen.GenerativeModel):
             raise ValueError(f"num_pseudo must be a positive integer, got {num_pseudo}")
         self.data_dim, self.latent_dim, self.likelihood = data_dim, latent_dim, likelihood
         self.num_pseudo = num_pseudo
-        self.encoder = GaussianEncoder(data_dim, hidden_dims, latent_dim, activation)
-        self.decoder = MLP(latent_dim, tuple(reversed(hidden_dims)), data_dim, activation)
-        # pseudo-inputs start near grey (0.5); a small spread breaks the components' symmetry
-        self.pseudo_logits = nn.Parameter(0.1 * torch.randn(num_pseudo, data_dim))
+        self.gated = gated
+        if gated:
+            self.encoder = he_init(GatedGaussianEncoder(data_dim, hidden_dims, latent_dim))
+            self.decoder = he_init(GatedMLP(latent_dim, tuple(reversed(hidden_dims)), data_dim))
+            self.pseudo_logits = nn.Parameter(0.05 + 0.01 * torch.randn(num_pseudo, data_dim))
+        else:
+            self.encoder = GaussianEncoder(data_dim, hidden_dims, latent_dim, activation)
+            self.decoder = MLP(latent_dim, tuple(reversed(hidden_dims)), data_dim, activation)
+            # pseudo-inputs start near grey (0.5); a small spread breaks the components' symmetry
+            self.pseudo_logits = nn.Parameter(0.1 * torch.randn(num_pseudo, data_dim))
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.tensor(-1.0))
 
     @property
     def pseudo_inputs(self) -> torch.Tensor:
         """u_1..u_K, shape [K, D]."""
+        if self.gated:
+            return nn.functional.hardtanh(self.pseudo_logits, 0.0, 1.0)
         return torch.sigmoid(self.pseudo_logits)
 
     def prior(self) -> GaussianMixture:

@@ -136,6 +136,7 @@ def fit(
     config: dict | None = None,
     device: str | torch.device | None = None,
     callbacks: Any = (),
+    optimizer: Callable[..., torch.optim.Optimizer] | None = None,
 ) -> pd.DataFrame:
     """Trains a model/guide pair by stochastic variational inference.
 
@@ -156,7 +157,8 @@ def fit(
         lr_schedule: ``constant``, ``cosine`` (to zero) or ``step`` (/10 at 1/2 and 3/4).
         kl_warmup: epochs over which the weight of the latent sites rises linearly to 1.
         clip_norm: clip the global gradient norm to this value.
-        patience: stop when the validation ELBO has not improved for this many epochs.
+        patience: stop when the validation ELBO has not improved for this many epochs,
+            counted from the end of the KL warm-up (epochs of warm-up never count).
         on_nan: ``stop`` (raise :class:`TrainingError`) or ``skip`` the batch and count it.
         progress: a tqdm bar; by default only when stderr is a terminal.
         resume: continue the run in ``out`` from its checkpoint.
@@ -165,6 +167,9 @@ def fit(
         callbacks: objects with ``on_train_begin(state, config)``, ``on_step_end(state,
             metrics)``, ``on_epoch_end(state, row)`` and ``on_train_end(state)`` (e.g.
             :class:`pyrogen.train.tensorboard.TensorBoardLogger`); called on rank 0 only.
+        optimizer: a torch.optim class or a factory ``(params, lr=...) -> Optimizer`` (e.g.
+            :class:`pyrogen.optim.AdamNormGrad`); default Adam. Its state is checkpointed and
+            restored on resume.
 
     Returns:
         The history: one row per epoch with ``epoch``, ``train_elbo`` (nats per data point; NaN
@@ -252,7 +257,11 @@ def fit(
     n = train_x.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
     # foreach: the multi-tensor Adam, bitwise the same update as the default per-tensor loop on CPU
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    optimizer_factory = optimizer
+    if optimizer_factory is None:
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+    else:
+        optimizer = optimizer_factory(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(lr_schedule, epochs, steps_per_epoch)
     )
@@ -302,6 +311,9 @@ def fit(
                 "clip_norm": clip_norm,
                 "patience": patience,
                 "on_nan": on_nan,
+                "optimizer": getattr(optimizer_factory, "__name__", None)
+                if optimizer_factory is not None
+                else "Adam",
                 "model_class": type(model).__name__,
                 "versions": _versions(),
             }
@@ -464,7 +476,7 @@ def fit(
                 if val is not None:
                     if val > best:
                         best, since_best = val, 0
-                    else:
+                    elif epoch + 1 > kl_warmup:  # patience counts from the end of the warm-up
                         since_best += 1
                 checkpoint(epoch + 1, 0)
                 next_save = time.monotonic() + CHECKPOINT_EVERY_S
