@@ -116,35 +116,42 @@ def init_from_env() -> bool:
     return True
 
 
-def destroy() -> None:
-    """Leaves the process group that :func:`init_from_env` created (others are left alone)."""
+def destroy(wait: bool = True) -> None:
+    """Leaves the process group that :func:`init_from_env` created (others are left alone).
+
+    Args:
+        wait: first wait until every rank gets here (the normal end). Pass False on an error
+            path, where another rank may be stuck in a collective and never arrive.
+    """
     global _OWNED
     if _OWNED and dist.is_initialized():
-        # every rank reaches the end before any leaves: without this, a rank that tears gloo down
-        # while another is still connected aborted at exit ("terminate called without an active
-        # exception") in about one run in four with PyPI's CUDA build of torch 2.13 on Python 3.12
-        dist.barrier()
+        if wait:
+            # without it, a rank that tore gloo down while another was still connected made that
+            # one abort at exit ("terminate called without an active exception"): about one run
+            # in four with PyPI's CUDA build of torch 2.13 on Python 3.12, none in 35 with it
+            dist.barrier()
         dist.destroy_process_group()
     _OWNED = False
 
 
-def setup_from_env() -> Callable[[], None]:
+def setup_from_env() -> Callable[[bool], None]:
     """For the command line: joins the group and mutes stdout on every rank but 0.
 
     Returns:
-        The clean-up to call when the command ends: restores stdout, leaves the group.
+        The clean-up to call when the command ends, with whether it succeeded: restores stdout,
+        leaves the group.
     """
     if not init_from_env():
-        return lambda: None
+        return lambda succeeded: None
     saved = sys.stdout
     if not is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed by the clean-up
 
-    def cleanup() -> None:
+    def cleanup(succeeded: bool) -> None:
         if sys.stdout is not saved:
             sys.stdout.close()
             sys.stdout = saved
-        destroy()
+        destroy(wait=succeeded)
 
     return cleanup
 

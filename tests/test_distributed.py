@@ -159,10 +159,12 @@ def _worker(rank: int, world: int, port: int, out_dir: str, device: str) -> None
     torch.set_num_threads(1)
     sys.path.insert(0, str(ROOT / "models"))
     assert distributed.init_from_env()
+    finished = False
     try:
         run_tasks(out_dir, device)
+        finished = True
     finally:
-        distributed.destroy()
+        distributed.destroy(wait=finished)
 
 
 def free_port() -> int:

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if (getattr(args, "nproc", None) or 1) > 1 and not distributed.launched():
         return distributed.launch(args.nproc, distributed.strip_option(argv, "--nproc"))
     cleanup = distributed.setup_from_env()  # under torchrun: join the group; rank 0 prints
+    succeeded = False
     try:
         if getattr(args, "config", None):
             args = _apply_config(args, parser, argv)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         result = COMMANDS[args.command](args)
         if args.command == "train":
             print(f"run directory: {result}")
+        succeeded = True
         return 0
     except Interrupted as e:
         print(f"pyrogen: {e}; checkpoint written, continue with --resume", file=sys.stderr)
@@ -84,4 +86,4 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     finally:
-        cleanup()
+        cleanup(succeeded)

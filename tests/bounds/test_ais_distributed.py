@@ -38,14 +38,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     )
     torch.set_num_threads(1)
     assert distributed.init_from_env()
+    finished = False
     try:
         m, x = _problem()
         r = ais(m.model, m.guide, x, **SETTINGS)
         if distributed.is_main():
             with open(out, "wb") as f:
                 pickle.dump((r.log_weights, r.log_px, r.acceptance), f)
+        finished = True
     finally:
-        distributed.destroy()
+        distributed.destroy(wait=finished)
 
 
 @pytest.mark.slow
