@@ -271,9 +271,7 @@ def _wait_for_new_checkpoint(
         time.sleep(0.01)
 
 
-def _kill_and_resume(
-    model_file: str, tmp_path: Path, kills: int, epochs: int, batch: int
-) -> None:
+def _kill_and_resume(model_file: str, tmp_path: Path, kills: int, epochs: int, batch: int) -> None:
     torch.set_num_threads(1)
     rng = random.Random()
     run = tmp_path / "run"

@@ -1,11 +1,10 @@
 """The tables of a report: what a run directory holds, read once, and the one-row-per-run summary.
 
-Everything here only reads run directories (config.json, history.csv, bounds.csv, points.csv).
+Everything here only reads run directories, through :class:`~pyrogen.runs.RunDir`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -52,6 +51,7 @@ class RunTables:
     bounds: pd.DataFrame | None
     points: pd.DataFrame | None
     extra: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)  # name and meta.json of the evaluation shown
 
     @property
     def ks(self) -> list[int]:
@@ -84,29 +84,31 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 EXTRA_TABLES = ("ais", "ais_summary", "gaps", "gaps_summary", "bdmc", "bdmc_summary")
 
 
-def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
-    """Reads config.json and whichever of history.csv, bounds.csv, points.csv a run has (and
-    the :data:`EXTRA_TABLES`, into ``extra``)."""
-    path = Path(run_dir)
-    cfg_path = path / "config.json"
-    if not cfg_path.is_file():
-        raise RunDirError(f"{path} is not a pyrogen run: it has no config.json")
-    try:
-        config = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{cfg_path} is not valid JSON: {e}") from None
-    bounds = _read_csv(path / "bounds.csv")
-    if bounds is not None:
-        bounds = bounds.sort_values("k", kind="stable").reset_index(drop=True)
-    extra = {name: _read_csv(path / f"{name}.csv") for name in EXTRA_TABLES}
+def read_run_tables(run_dir: str | os.PathLike, evaluation: str | None = None) -> RunTables:
+    """Reads config.json, history.csv and the run's evaluation (the latest, or the one named
+    ``evaluation``, checked against its meta.json; an older run's top-level bounds.csv and
+    points.csv) through :class:`~pyrogen.runs.RunDir`; the :data:`EXTRA_TABLES` go into
+    ``extra`` and the evaluation's name and meta into ``evaluation``."""
+    from pyrogen.runs.rundir import RunDir
+
+    run = RunDir(run_dir)
+    config = run.read_config()
+    ev = run.read_evaluation(evaluation)
+    bounds = points = None
+    extra: dict = {}
+    if ev is not None:
+        bounds = ev.bounds.sort_values("k", kind="stable").reset_index(drop=True)
+        points = ev.points
+        extra = {k: v for k, v in ev.extra.items() if k in EXTRA_TABLES}
     return RunTables(
-        path,
-        path.name,
+        run.path,
+        run.path.name,
         config,
-        _read_csv(path / "history.csv"),
+        run.read_history(),
         bounds,
-        _read_csv(path / "points.csv"),
-        {k: v for k, v in extra.items() if v is not None},
+        points,
+        extra,
+        {"name": ev.name, **ev.meta} if ev is not None else {},
     )
 
 
