@@ -31,7 +31,7 @@ __all__ = [
 def zoo_dir() -> Path:
     """The zoo's folder of model files: ``$PYROGEN_MODELS`` or ``models/`` beside the package."""
     env = os.environ.get("PYROGEN_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
 
 
 def zoo_models() -> list[str]:
