@@ -334,7 +334,7 @@ def train_protocol(proto: dict, name: str, splits: dict, runs: Path) -> Path:
         patience=proto["patience"],
         optimizer=OPTIMIZERS[proto["optimizer"]],
         resume=(run_dir / "checkpoint.pt").exists(),
-        config=config,
+        run_info=config,
         progress=False,
         callbacks=[EpochLog(model, run_dir, name)],
     )

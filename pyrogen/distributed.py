@@ -222,6 +222,18 @@ def all_ranks(flag: bool | torch.Tensor) -> bool:
     return bool(_reduce([bool(flag)], dist.ReduceOp.MIN)[0])
 
 
+def average_gradients(params: Sequence[torch.Tensor]) -> None:
+    """Averages the gradients of ``params`` over ranks in place, as DDP does for the module's
+    (for parameters outside the module DDP wraps, such as ``pyro.param`` sites)."""
+    if world_size() == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad /= world_size()
+
+
 def sharded_mean(fn: Callable[..., float], x: torch.Tensor, y: torch.Tensor | None) -> float:
     """The mean of a per-row quantity over all rows of x, each rank computing its shard.
 

@@ -25,6 +25,7 @@ __all__ = [
     "GenerativeModel",
     "SiteInfo",
     "check_model",
+    "is_subsample",
     "latent_sites",
     "observed_sites",
     "plate_nesting",
@@ -59,6 +60,20 @@ class GenerativeModel(PyroModule):
         >>> check_model(Tiny(3), torch.ones(5, 3)).latent
         ('z',)
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> GenerativeModel:
+        # the constructor's arguments, so that a run written by fit(out=...) rebuilds the model
+        self = super().__new__(cls)
+        try:
+            bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+        except TypeError:  # __init__ itself reports the bad call
+            return self
+        names = list(bound.arguments)[1:]  # drop self
+        values = {n: bound.arguments[n] for n in names}
+        if names:
+            values.pop(names[0])  # data_dim, recorded from the data
+        object.__setattr__(self, "_pyrogen_options", values)
+        return self
 
     def model(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must define model(self, x)")
@@ -102,6 +117,12 @@ class SiteInfo(NamedTuple):
     observed: tuple[str, ...]
     max_plate_nesting: int
     data_dim: int  # the (negative) tensor dimension of the "data" plate
+    params: tuple[str, ...] = ()  # pyro.param sites of the model and the guide (trained too)
+
+
+def is_subsample(site: dict) -> bool:
+    """True for the sample site a ``pyro.plate`` records for its subsample indices."""
+    return type(site["fn"]).__name__ == "_Subsample"
 
 
 def wants_labels(fn: Callable) -> bool:
@@ -116,9 +137,7 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
     return [
         name
         for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site["is_observed"]
-        and type(site["fn"]).__name__ != "_Subsample"
+        if site["type"] == "sample" and not site["is_observed"] and not is_subsample(site)
     ]
 
 
@@ -170,6 +189,7 @@ def check_model(
     guide: Callable | None = None,
     per_datapoint: bool = False,
     all_rows: torch.Tensor | None = None,
+    reparametrized: bool = True,
     **kwargs: Any,
 ) -> SiteInfo:
     """Runs model and guide once on ``x`` and checks the pair keeps the contract.
@@ -183,9 +203,12 @@ def check_model(
             per-datapoint importance weights need.
         all_rows: the whole data set of which ``x`` is the first rows; where the model observes
             the data as given, every row is checked against the observation's support.
+        reparametrized: require every guide site to have ``rsample`` (all objectives but
+            ``score-function``).
 
     Returns:
-        :class:`SiteInfo` with the latent and observed site names and the plate layout.
+        :class:`SiteInfo` with the latent and observed site names, the plate layout and the
+        ``pyro.param`` sites.
 
     Raises:
         ContractError: naming the site when the guide lacks a latent site of the model or has one
@@ -248,11 +271,11 @@ def check_model(
 
     for name in guide_latent:
         g, m = guide_tr.nodes[name], model_tr.nodes[name]
-        if not g["fn"].has_rsample:
+        if reparametrized and not g["fn"].has_rsample:
             raise ContractError(
                 f"guide site '{name}' draws from {_describe(g['fn'])}, which is not "
                 "reparametrizable (no rsample); pyrogen needs z = g_phi(eps, x) at every "
-                "guide site"
+                "guide site, or the objective score-function"
             )
         g_shape = tuple(g["value"].shape)
         m_shape = tuple(m["fn"].batch_shape + m["fn"].event_shape)
@@ -325,4 +348,7 @@ def check_model(
                     f"declare the event dims with .to_event(...)"
                 )
     data_dim = data_dims.pop() if data_dims else -1
-    return SiteInfo(tuple(model_latent), tuple(observed), max_nesting, data_dim)
+    params = sorted(
+        {n for tr in (guide_tr, model_tr) for n, s in tr.nodes.items() if s["type"] == "param"}
+    )
+    return SiteInfo(tuple(model_latent), tuple(observed), max_nesting, data_dim, tuple(params))

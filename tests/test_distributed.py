@@ -277,7 +277,14 @@ def test_two_processes_follow_the_single_process_trajectory(two_ranks, tmp_path)
     # the parameters moved: the comparison is not between two copies of the initial weights
     start = map_model().state_dict()
     assert any((start[k] - v).abs().max() > 0.05 for k, v in model.state_dict().items())
-    assert two_ranks["written_by"] == ["checkpoint.pt", "config.json", "history.csv"]
+    assert two_ranks["written_by"] == [
+        ".lock",
+        "checkpoint.pt",
+        "config.json",
+        "data.pt",
+        "history.csv",
+        "model_source",
+    ]
 
 
 def test_sharded_evaluation_equals_single_process_evaluation(two_ranks):

@@ -184,6 +184,8 @@ def outside_plate_run(tmp: Path, trained_run: Path) -> Path:
     run = copy_run(trained_run, tmp)
     config = json.loads((run / "config.json").read_text())
     config["model_file"] = write_model(tmp, OUTSIDE_PLATE)
+    for key in ("model_source", "model_sha256"):  # as a run written before sources were saved
+        config.pop(key, None)
     (run / "config.json").write_text(json.dumps(config))
     return run
 

@@ -101,9 +101,12 @@ def test_run_directory_and_checkpoint_are_tensors_only(digits, tmp_path):
         progress=False,
     )
     assert {p.name for p in (tmp_path / "r").iterdir()} == {
+        ".lock",  # the OS lock of the writer (empty when nobody holds it)
         "config.json",
         "history.csv",
         "checkpoint.pt",
+        "data.pt",  # the tensors fit was given (no data set named): every command reads them
+        "model_source",
     }
     state = load_checkpoint(tmp_path / "r" / "checkpoint.pt")  # weights_only=True
     assert state["epoch"] == 1
@@ -194,7 +197,7 @@ def test_iwae_loss_is_minus_the_iwae_bound():
     "kwargs, option",
     [
         ({"epochs": 0}, "epochs"),
-        ({"epochs": 1, "batch_size": -3}, "batch size"),
+        ({"epochs": 1, "batch_size": -3}, "batch_size"),
         ({"epochs": 1, "num_particles": 0}, "particles"),
         ({"epochs": 1, "objective": "kl"}, "objective"),
         ({"epochs": 1, "lr_schedule": "weird"}, "schedule"),

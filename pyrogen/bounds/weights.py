@@ -15,6 +15,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,9 +26,9 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.model import DATA_PLATE, latent_sites, observed_sites, plate_nesting
+from pyrogen.model import DATA_PLATE, is_subsample, latent_sites, observed_sites, plate_nesting
 
-__all__ = ["iter_log_weights", "log_density", "log_weights", "trace_pair"]
+__all__ = ["iter_log_weights", "log_density", "log_weights", "pyro_checks", "trace_pair"]
 
 PARTICLE_PLATE = "_pyrogen_particles"
 
@@ -37,7 +39,7 @@ CHUNK_ELEMENTS = 2**21
 
 
 def _max_plate_nesting(model: Callable, guide: Callable, args: tuple, kwargs: dict) -> int:
-    with torch.no_grad(), pyro.validation_enabled(False):
+    with torch.no_grad(), pyro.validation_enabled(False), pyro_checks():
         guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(*args, **kwargs)
     return plate_nesting(guide_tr, model_tr)
@@ -104,13 +106,34 @@ def trace_pair(
     vguide = _in_particle_plate(guide, size, dim)
     if subsample is not None:
         vguide = poutine.replay(vguide, trace=subsample)
-    guide_tr = poutine.trace(vguide).get_trace(*args, **kwargs)
-    model_tr = poutine.trace(
-        poutine.replay(_in_particle_plate(model, size, dim), trace=guide_tr)
-    ).get_trace(*args, **kwargs)
+    with pyro_checks():
+        guide_tr = poutine.trace(vguide).get_trace(*args, **kwargs)
+        model_tr = poutine.trace(
+            poutine.replay(_in_particle_plate(model, size, dim), trace=guide_tr)
+        ).get_trace(*args, **kwargs)
     if not observed_sites(model_tr):
         raise ContractError("the model has no observed site: pass the data with obs=x")
     return guide_tr, model_tr
+
+
+def _duplicate_message(name: str) -> str:
+    return (
+        f"multiple sample sites named '{name}': each pyro.sample in a model or guide needs its "
+        "own name (one run of the model draws each site once)"
+    )
+
+
+@contextlib.contextmanager
+def pyro_checks() -> Iterator[None]:
+    """Turns the errors of Pyro's own checks of a model (a site name used twice) into a
+    :class:`~pyrogen.errors.ContractError` that names the site."""
+    try:
+        yield
+    except RuntimeError as e:
+        found = re.search(r"Multiple (?:sample|param) sites named '([^']+)'", str(e))
+        if found is None:
+            raise
+        raise ContractError(_duplicate_message(found.group(1))) from None
 
 
 class _SiteRecorder(Messenger):
@@ -126,6 +149,7 @@ class _SiteRecorder(Messenger):
         super().__init__()
         self.replay = replay or {}
         self.sites: list[dict] = []
+        self.names: set[str] = set()
 
     def _pyro_sample(self, msg: dict) -> None:
         source = self.replay.get(msg["name"])
@@ -136,13 +160,14 @@ class _SiteRecorder(Messenger):
 
     def _pyro_post_sample(self, msg: dict) -> None:
         if not msg["infer"].get("_do_not_trace"):
+            if msg["name"] in self.names:  # the check of Pyro's Trace.add_node
+                raise ContractError(_duplicate_message(msg["name"]))
+            self.names.add(msg["name"])
             self.sites.append(msg)
 
     def latent(self) -> list[dict]:
         """Unobserved sample sites, plates' subsample sites excluded (as ``latent_sites``)."""
-        return [
-            m for m in self.sites if not m["is_observed"] and type(m["fn"]).__name__ != "_Subsample"
-        ]
+        return [m for m in self.sites if not m["is_observed"] and not is_subsample(m)]
 
     def observed(self) -> list[dict]:
         return [m for m in self.sites if m["is_observed"]]
@@ -283,8 +308,4 @@ def iter_log_weights(
 
 def _subsample_sites(run: _SiteRecorder) -> dict[str, dict]:
     """The plates' subsample indices of a run, to replay so every chunk sees the same points."""
-    return {
-        m["name"]: m
-        for m in run.sites
-        if type(m["fn"]).__name__ == "_Subsample" and m["name"] != PARTICLE_PLATE
-    }
+    return {m["name"]: m for m in run.sites if is_subsample(m) and m["name"] != PARTICLE_PLATE}

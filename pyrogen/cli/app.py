@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         succeeded = True
         return 0
     except Interrupted as e:
-        print(f"pyrogen: {e}; checkpoint written, continue with --resume", file=sys.stderr)
+        print(f"pyrogen {args.command}: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         if args.debug:

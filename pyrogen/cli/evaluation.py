@@ -7,106 +7,53 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pyrogen import distributed
 from pyrogen.atomic import check_writable, write_text
 from pyrogen.cli.outputs import recover_run
-from pyrogen.cli.parser import _resolve_device
-from pyrogen.errors import ConfigError, RunDirError
 
 __all__ = ["cmd_compare", "cmd_evaluate", "cmd_report", "format_summary", "markdown_table"]
 
 
 def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) -> Any:
-    from pyrogen.bounds import evaluate, parse_ks
-    from pyrogen.data import load_dataset
-    from pyrogen.data.scaling import scale_of_run
-    from pyrogen.model import check_model, wants_labels
-    from pyrogen.runs import load_run
-    from pyrogen.train import seed_everything
+    """``pyrogen evaluate``: :func:`pyrogen.evaluate_run`, then the table on stdout."""
+    from pyrogen.bounds.extra import parse_steps
+    from pyrogen.runs import evaluate_run, read_config
 
-    ks = parse_ks(args.ks)
-    if args.eval_particles is not None and args.eval_particles < ks[-1]:
-        raise ConfigError(f"--eval-particles {args.eval_particles} is below the largest k {ks[-1]}")
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be a positive integer, got {args.limit}")
-    recover_run(run_dir or args.run)
-    run = load_run(run_dir or args.run)
-    if distributed.is_main():
-        check_writable(run.path)  # bounds.csv goes here: a read-only disk fails before the work
-    cfg = run.config
-    data = load_dataset(
-        cfg["data"],
-        args.split,
-        binarize=cfg.get("binarize"),
-        val_fraction=cfg.get("val_fraction", 0.1),
-        seed=cfg.get("seed", 0),
-        scale=scale_of_run(cfg),
-    )
-    x, y = data.x, data.y
-    if args.limit is not None:
-        x, y = x[: args.limit], (y[: args.limit] if y is not None else None)
-    if data.binarize == "dynamic":  # a train split evaluated: fix one draw
-        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(cfg.get("seed", 0)))
-    labelled = wants_labels(run.model.model)
-    extra = (y,) if labelled else ()
-    device = _resolve_device(getattr(args, "device", "cpu"))
-    run.model.to(device)
-    x, extra = x.to(device), tuple(e.to(device) for e in extra)
-    check_model(run.model, x[:8], *(e[:8] for e in extra), per_datapoint=True, all_rows=x)
-    seed_everything(getattr(args, "seed", 0))
     quiet = getattr(args, "quiet", False)
-    ev = evaluate(
-        run.model.model,
-        run.model.guide,
-        x,
-        *extra,
-        ks=ks,
-        num_particles=args.eval_particles,
-        batch_size=getattr(args, "eval_batch", None),
-        progress=not quiet and sys.stderr.isatty(),
-        seed=getattr(args, "seed", 0),
-    )
-    summary = ev.summary.copy()
-    summary.insert(0, "split", args.split)
-    points = ev.points.copy()
-    if y is not None:
-        points.insert(0, "label", y.numpy())
-    exact_fn = getattr(run.model, "exact_log_likelihood", None)
-    if callable(exact_fn):  # ground truth, where the model has it (PPCA)
-        points["exact_log_px"] = exact_fn(x).double().cpu().numpy()
-        summary["exact"] = points["exact_log_px"].mean()
+    run = run_dir or args.run
+    recover_run(run)
     if distributed.is_main():
-        _write_csv(summary, run.path / "bounds.csv")
-        _write_csv(points, run.path / "points.csv", index=True)
-        tb_dir = getattr(args, "tensorboard", None) or cfg.get("tensorboard")  # (#14)
-        if tb_dir:
-            from pyrogen.train.tensorboard import log_run_bounds
-
-            log_run_bounds(tb_dir, run.path, summary)
-    if getattr(args, "ais", False) or getattr(args, "gaps", False) or getattr(args, "bdmc", 0):
-        from pyrogen.bounds.extra import beyond_is, parse_steps
-
-        tables = beyond_is(
-            run.model,
-            x,
-            *extra,
-            ais_steps=parse_steps(args.steps) if args.ais else (),
-            chains=args.chains,
-            leapfrog_steps=args.leapfrog,
-            gaps=args.gaps,
-            gap_steps=args.gap_steps,
-            eval_particles=args.eval_particles or ks[-1],
-            bdmc_points=args.bdmc,
-            seed=getattr(args, "seed", 0),
-        )
-        for name, table in tables.items():
-            if distributed.is_main():
-                _write_csv(table, run.path / f"{name}.csv")
+        check_writable(Path(run))  # the evaluation goes here: a read-only disk fails first
+    ais = getattr(args, "ais", False)
+    seed = getattr(args, "seed", None)
+    seed = int(read_config(run).get("seed", 0)) if seed is None else int(seed)
+    ev = evaluate_run(
+        run,
+        ks=args.ks,
+        num_particles=args.eval_particles,
+        split=args.split,
+        limit=args.limit,
+        batch_size=getattr(args, "batch_size", None),
+        seed=seed,
+        device=getattr(args, "device", None) or "cpu",
+        progress=not quiet and sys.stderr.isatty(),
+        ais_steps=parse_steps(args.steps) if ais else (),
+        chains=getattr(args, "chains", 16),
+        leapfrog_steps=getattr(args, "leapfrog", 10),
+        gaps=getattr(args, "gaps", False),
+        gap_steps=getattr(args, "gap_steps", 300),
+        bdmc_points=getattr(args, "bdmc", 0),
+        tensorboard=getattr(args, "tensorboard", None),
+    )
+    summary = ev.summary
+    cfg = read_config(run)
+    ckpt = ev.meta["checkpoint"]
+    data = cfg.get("data") or "the saved data"
     print(
-        f"bounds on {len(x)} {args.split} points of {cfg['data']} "
-        f"(K={args.eval_particles or ks[-1]} draws per point; nats, higher is better):"
+        f"bounds on {ev.meta['points']} {args.split} points of {data}"
+        f" (K={ev.meta['K']} draws per point; checkpoint after epoch {ckpt['epoch']}"
+        f"{', step ' + str(ckpt['step']) + ' of the next' if ckpt['step'] else ''}; "
+        "nats, higher is better):"
     )
     print(format_summary(summary))
     if "exact" in summary:
@@ -116,6 +63,8 @@ def cmd_evaluate(args: argparse.Namespace, run_dir: str | Path | None = None) ->
             f"{top['estimate'] - top['exact']:+.4f} nats (Monte Carlo se {top['stderr']:.4f}); "
             f"ELBO - exact = {summary.iloc[0]['estimate'] - top['exact']:+.4f} nats"
         )
+    if ev.path is not None:
+        print(f"evaluation {ev.name}: {ev.path}")
     return summary
 
 
@@ -153,33 +102,16 @@ def markdown_table(df: Any, float_format: str = "{:.3f}") -> str:
 
 
 def cmd_compare(args: argparse.Namespace) -> Any:
-    import pandas as pd
-
-    from pyrogen.report.compare import comparison_table, evaluation_identity, paired_differences
-    from pyrogen.runs import read_config
+    from pyrogen.report.compare import compare
 
     if args.out:  # a folder that cannot be written fails before the runs are read
-        out = Path(args.out)
-        check_writable(out, create=True)
-    names, configs, bounds, points = [], [], [], []
+        check_writable(Path(args.out), create=True)
     for run in args.runs:
         recover_run(run)
-        bounds_path = Path(run) / "bounds.csv"
-        if not bounds_path.is_file():
-            raise RunDirError(f"{run} has no bounds.csv: run `pyrogen evaluate {run}` first")
-        names.append(Path(run).name)
-        configs.append(read_config(run))
-        bounds.append(pd.read_csv(bounds_path).sort_values("k", kind="stable"))
-        pts = Path(run) / "points.csv"
-        points.append(pd.read_csv(pts) if pts.is_file() else None)
-    table = comparison_table(names, configs, bounds, points)
-    idents = [evaluation_identity(c, b) for c, b in zip(configs, bounds)]
-    paired = paired_differences(names, idents, bounds, points)
+    table = compare(args.runs, args.out)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}", na_rep=""))
     if args.out:
-        write_text(out / "comparison.csv", table.to_csv(index=False))
-        write_text(out / "paired.csv", paired.to_csv(index=False))
-        write_text(out / "comparison.md", markdown_table(table))
+        out = Path(args.out)
         print(f"wrote {out / 'comparison.csv'}, {out / 'paired.csv'} and {out / 'comparison.md'}")
     return table
 

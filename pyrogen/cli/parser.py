@@ -15,52 +15,24 @@ except ModuleNotFoundError:  # Python 3.10: the same parser, as a package
 
 from pyrogen import distributed
 from pyrogen.errors import ConfigError
+from pyrogen.train.config import TrainConfig, add_train_flags, toml_settings
 
-__all__ = ["DEFAULT_EPOCHS", "TRAIN_KEYS"]
+__all__ = ["COMMAND_KEYS", "DEFAULT_EPOCHS", "MODEL_SHORTCUTS", "TRAIN_KEYS"]
 
-TRAIN_KEYS = {
-    "data",
-    "epochs",
-    "batch_size",
-    "lr",
-    "objective",
-    "particles",
-    "latent_dim",
-    "hidden_dims",
-    "likelihood",
-    "scale",
-    "tensorboard",
-    "seed",
-    "out",
-    "binarize",
-    "val_fraction",
-    "lr_schedule",
-    "kl_warmup",
-    "clip_norm",
-    "patience",
-    "on_nan",
-    "device",
-    "quiet",
-    "ks",
-    "eval_particles",
-    "split",
-    "limit",
+DEFAULT_EPOCHS = TrainConfig().epochs
+
+#: flags for three common model options (each is --model-option KEY=VALUE)
+MODEL_SHORTCUTS = {
+    "latent_dim": "the latent dimension (= --model-option latent_dim=N)",
+    "hidden_dims": "hidden layer widths, e.g. 400 or 200,200 (= --model-option hidden_dims=...)",
+    "likelihood": "p(x | z) for models that take it (vae): bernoulli (binary), gaussian or "
+    "studentt (real values), poisson (counts) (= --model-option likelihood=...)",
 }
 
+#: options of the train and run commands that are not training settings, also allowed in TOML
+COMMAND_KEYS = {"out", "quiet", "ks", "eval_particles", "split", "limit"}
 
-DEFAULT_EPOCHS = 30
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got '{text}'"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got '{text}'")
-    return values
+TRAIN_KEYS = set(TrainConfig.names()) | set(MODEL_SHORTCUTS) | COMMAND_KEYS | {"particles", "model"}
 
 
 def _add_eval_options(p: argparse.ArgumentParser) -> None:
@@ -90,78 +62,46 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         help="models/vae.py, models/vae.py:ClassName, or a zoo name (vae); "
-        "with --resume, read from the run's config.json",
+        "with --resume, read from the run directory",
     )
-    p.add_argument(
-        "--data",
-        default="digits",
-        help="digits, fashion-mnist, mnist, or a .npy/.npz/.csv/.pt file",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help=f"default {DEFAULT_EPOCHS}; with --resume, the run's own",
-    )
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument(
-        "--objective", default="elbo", help="elbo (Trace_ELBO), mean-field, iwae or iwae-dreg"
-    )
-    p.add_argument("--particles", type=int, default=1, help="ELBO particles, or k for IWAE")
-    p.add_argument("--latent-dim", type=int, default=None)
-    p.add_argument("--hidden-dims", type=_int_list, default=None, help="e.g. 400 or 200,200")
-    p.add_argument(
-        "--likelihood",
-        default=None,
-        help="p(x | z) for models that take it (vae): bernoulli (binary), gaussian or studentt "
-        "(real values), poisson (counts)",
-    )
-    p.add_argument(
-        "--scale",
-        default=None,
-        choices=["none", "255", "minmax", "standardize"],
-        help="rescale your own data file (default: values as stored; recorded in config.json): "
-        "255 (8-bit pixels to [0, 1]), minmax (each column to [0, 1]), standardize",
-    )
-    p.add_argument(
-        "--tensorboard",
-        default=None,
-        metavar="DIR",
-        help="also log to TensorBoard event files in DIR (pip install 'pyrogen[tensorboard]')",
-    )
-    p.add_argument(
-        "--binarize",
-        default=None,
-        choices=["dynamic", "static", "none"],
-        help="default: dynamic for digits/mnist/fashion-mnist, none for files",
-    )
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--lr-schedule", default="constant", help="constant, cosine or step")
-    p.add_argument("--kl-warmup", type=int, default=0, help="epochs of KL warm-up")
-    p.add_argument("--clip-norm", type=float, default=None)
-    p.add_argument("--patience", type=int, default=None, help="early stopping on validation ELBO")
-    p.add_argument("--on-nan", default="stop", choices=["stop", "skip"])
-    p.add_argument("--seed", type=int, default=0)
+    add_train_flags(p)  # one flag per field of TrainConfig
+    for name, text in MODEL_SHORTCUTS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=text)
     p.add_argument("--out", default=None, help="run directory (default runs/MODEL-DATA-TIME)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out (with --epochs N: to N epochs in all)",
+    )
+    p.add_argument(
+        "--override",
+        action="store_true",
+        help="with --resume: change the settings given (recorded in config.json)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument(
         "--nproc",
         type=int,
         default=None,
         help="N > 1: data parallel in N processes on this machine (through torchrun)",
     )
-    p.add_argument("--config", default=None, help="a TOML file of these options")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="a TOML file of these options (a [model] table for the model's); the command "
+        "line's win",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parser() -> argparse.ArgumentParser:
+    from pyrogen import __version__
+
     parser = Parser(
         prog="pyrogen",
         description="Deep latent-variable generative models on Pyro with honest likelihoods.",
     )
+    parser.add_argument("--version", action="version", version=f"pyrogen {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
@@ -181,10 +121,16 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also log the bounds table to TensorBoard in DIR (default: the run's own, if any)",
     )
-    p.add_argument("--batch-size", type=int, default=None, help="data points per pool")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="data points per pool; peak memory is proportional to it (default: at most 256, "
+        "and at most 2**20 weights per pool)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default %(default)s)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default %(default)s)")
     p.add_argument(
         "--nproc",
         type=int,
@@ -246,7 +192,11 @@ def _parser() -> argparse.ArgumentParser:
 def _apply_config(
     args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]
 ) -> argparse.Namespace:
-    """Options from --config FILE.toml, overridden by those given on the command line."""
+    """Options from --config FILE.toml where the command line did not give them.
+
+    Training settings keep their TOML types (``lr = "fast"`` is an error naming lr); a ``[model]``
+    table holds the model's options.
+    """
     path = Path(args.config)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -254,8 +204,8 @@ def _apply_config(
         values = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    values = {k.replace("-", "_"): v for k, v in values.items()}
-    unknown = sorted(set(values) - TRAIN_KEYS)
+    settings = toml_settings(values, str(path))
+    unknown = sorted(set(settings) - TRAIN_KEYS - {"model_options"})
     if unknown:
         import difflib
 
@@ -263,15 +213,37 @@ def _apply_config(
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(
             f"config file {path} has unknown keys: {', '.join(unknown)} "
-            f"({hint}known: {', '.join(sorted(TRAIN_KEYS))})"
+            f"({hint}known: {', '.join(sorted(TRAIN_KEYS - {'num_particles'}))})"
         )
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
-    for key, value in values.items():
-        if key not in given:
-            if key == "hidden_dims" and isinstance(value, list):
-                value = tuple(int(v) for v in value)
+    options = dict(settings.pop("model_options", {}))
+    for name in MODEL_SHORTCUTS:
+        if name in settings:
+            options[name] = settings.pop(name)
+    commands = {k: settings.pop(k) for k in list(settings) if k in COMMAND_KEYS}
+    for key, value in commands.items():
+        if getattr(args, key, None) in (None, False, parser.get_default(key)):
             setattr(args, key, value)
+    args.toml_settings = settings
+    args.toml_model_options = options
     return args
+
+
+def train_settings(args: argparse.Namespace) -> dict:
+    """The training settings given: TOML (``--config``) first, the command line over it, and
+    the model options of both (``[model]``, ``--model-option``, ``--latent-dim`` ...) merged."""
+    from pyrogen.train.config import parse_key_values, settings_from_flags
+
+    given = dict(getattr(args, "toml_settings", {}))
+    options = dict(getattr(args, "toml_model_options", {}))
+    flags = settings_from_flags(args)
+    options.update(flags.pop("model_options", {}))
+    for name in MODEL_SHORTCUTS:
+        if getattr(args, name, None) is not None:
+            options.update(parse_key_values([f"{name}={getattr(args, name)}"], f"--{name}"))
+    given.update(flags)
+    if options:
+        given["model_options"] = options
+    return given
 
 
 def _default_binarize(data: str) -> str:
@@ -307,10 +279,14 @@ def _check_device_name(name: object) -> None:
 
 def check_common_options(args: argparse.Namespace) -> None:
     """Options several commands share, checked before any work: --seed, --device."""
-    seed = getattr(args, "seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    seed = getattr(args, "seed", None)  # None: not given (train's flags default to None)
+    if isinstance(seed, str):  # train's flags stay text until TrainConfig reads them
+        seed = int(seed) if seed.strip().lstrip("+-").isdigit() else seed
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+    ):
         raise ConfigError(f"--seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
-    if hasattr(args, "device"):
+    if getattr(args, "device", None) is not None:
         _check_device_name(args.device)
 
 
@@ -326,20 +302,3 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return distributed.local_device(torch.device(name))
-
-
-def _check_train_options(args: argparse.Namespace) -> None:
-    for name in ("epochs", "batch_size", "particles"):
-        value = getattr(args, name)
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
-    if not args.lr > 0:
-        raise ConfigError(f"--lr must be positive, got {args.lr}")
-    from pyrogen.train import OBJECTIVES
-
-    if args.objective not in OBJECTIVES:
-        raise ConfigError(
-            f"unknown objective '{args.objective}': choose one of {', '.join(OBJECTIVES)}"
-        )
-    if not 0 < args.val_fraction < 1:
-        raise ConfigError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")

@@ -51,6 +51,22 @@ def _comparable(t: RunTables) -> tuple:
     return comparable_key(evaluation_identity(t.config, t.bounds))
 
 
+def _evaluation_label(r: RunTables) -> str:
+    """Which evaluation of the run the report shows: its name, split, points, K and the
+    checkpoint it scored."""
+    ev = r.evaluation
+    if not ev:
+        return "none"
+    if ev.get("legacy"):
+        return f"{ev.get('name', 'bounds.csv')} (written before evaluations were kept apart)"
+    ckpt = ev.get("checkpoint", {})
+    return (
+        f"{ev['name']}: {ev.get('points')} {ev.get('split')} points, K={ev.get('K')}, checkpoint "
+        f"after epoch {ckpt.get('epoch')}"
+        + (f" (+{ckpt['step']} steps)" if ckpt.get("step") else "")
+    )
+
+
 def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
     page.section("What produced it", "provenance")
     rows = [
@@ -64,6 +80,7 @@ def _provenance(page: Page, runs: Sequence[RunTables], command: str) -> None:
             "model": f"{Path(str(r.config.get('model_file', ''))).name}:"
             f"{r.config.get('model_class', '')}",
             "options": ", ".join(f"{k}={v}" for k, v in r.config.get("model_options", {}).items()),
+            "evaluation shown": _evaluation_label(r),
             "directory": str(r.path.resolve()),
         }
         for r in runs

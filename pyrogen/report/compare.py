@@ -269,3 +269,45 @@ def significant_marks(
         if keep:
             out[col] = keep
     return out
+
+
+def compare(runs: Sequence[Any], out: Any = None, evaluation: str | None = None) -> pd.DataFrame:
+    """Evaluated runs side by side (what ``pyrogen compare`` prints): :func:`comparison_table`
+    over each run's evaluation (the latest, or the one named ``evaluation``), with the
+    evaluation's name in the ``evaluation`` column. With ``out``, also writes comparison.csv,
+    paired.csv and comparison.md there (each atomically).
+
+    Raises:
+        RunDirError: a run without an evaluation, or one whose files disagree with its meta.json.
+    """
+    from pathlib import Path
+
+    from pyrogen.atomic import write_text
+    from pyrogen.errors import RunDirError
+    from pyrogen.runs.rundir import RunDir
+
+    names, configs, bounds, points, evaluations = [], [], [], [], []
+    for run in runs:
+        rundir = RunDir(run)
+        config = rundir.read_config()
+        ev = rundir.read_evaluation(evaluation)
+        if ev is None:
+            raise RunDirError(f"{run} has no evaluation: run `pyrogen evaluate {run}` first")
+        names.append(rundir.name)
+        configs.append(config)
+        bounds.append(ev.bounds.sort_values("k", kind="stable"))
+        points.append(ev.points)
+        evaluations.append(ev.name)
+    table = comparison_table(names, configs, bounds, points)
+    table.insert(1, "evaluation", evaluations)
+    idents = [evaluation_identity(c, b) for c, b in zip(configs, bounds)]
+    paired = paired_differences(names, idents, bounds, points)
+    if out is not None:
+        from pyrogen.cli.evaluation import markdown_table
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text(folder / "comparison.csv", table.to_csv(index=False))
+        write_text(folder / "paired.csv", paired.to_csv(index=False))
+        write_text(folder / "comparison.md", markdown_table(table))
+    return table

@@ -1,6 +1,6 @@
 """The tables of a report: what a run directory holds, read once, and the one-row-per-run summary.
 
-Everything here only reads run directories (config.json, history.csv, bounds.csv, points.csv).
+Everything here only reads run directories, through :class:`~pyrogen.runs.RunDir`.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class RunTables:
     bounds: pd.DataFrame | None
     points: pd.DataFrame | None
     extra: dict = field(default_factory=dict)
+    evaluation: dict = field(default_factory=dict)  # name and meta.json of the evaluation shown
 
     @property
     def ks(self) -> list[int]:
@@ -83,25 +84,31 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 EXTRA_TABLES = ("ais", "ais_summary", "gaps", "gaps_summary", "bdmc", "bdmc_summary")
 
 
-def read_run_tables(run_dir: str | os.PathLike) -> RunTables:
-    """Reads config.json and whichever of history.csv, bounds.csv, points.csv a run has (and
-    the :data:`EXTRA_TABLES`, into ``extra``)."""
-    from pyrogen.runs import read_config
+def read_run_tables(run_dir: str | os.PathLike, evaluation: str | None = None) -> RunTables:
+    """Reads config.json, history.csv and the run's evaluation (the latest, or the one named
+    ``evaluation``, checked against its meta.json; an older run's top-level bounds.csv and
+    points.csv) through :class:`~pyrogen.runs.RunDir`; the :data:`EXTRA_TABLES` go into
+    ``extra`` and the evaluation's name and meta into ``evaluation``."""
+    from pyrogen.runs.rundir import RunDir
 
-    path = Path(run_dir)
-    config = read_config(path)  # an object of settings, or a RunDirError naming the file
-    bounds = _read_csv(path / "bounds.csv")
-    if bounds is not None:
-        bounds = bounds.sort_values("k", kind="stable").reset_index(drop=True)
-    extra = {name: _read_csv(path / f"{name}.csv") for name in EXTRA_TABLES}
+    run = RunDir(run_dir)
+    config = run.read_config()
+    ev = run.read_evaluation(evaluation)
+    bounds = points = None
+    extra: dict = {}
+    if ev is not None:
+        bounds = ev.bounds.sort_values("k", kind="stable").reset_index(drop=True)
+        points = ev.points
+        extra = {k: v for k, v in ev.extra.items() if k in EXTRA_TABLES}
     return RunTables(
-        path,
-        path.name,
+        run.path,
+        run.path.name,
         config,
-        _read_csv(path / "history.csv"),
+        run.read_history(),
         bounds,
-        _read_csv(path / "points.csv"),
-        {k: v for k, v in extra.items() if v is not None},
+        points,
+        extra,
+        {"name": ev.name, **ev.meta} if ev is not None else {},
     )
 
 

@@ -1,0 +1,154 @@
+"""What training carries from step to step: :class:`TrainState`, and its tensors-only checkpoint.
+
+The state holds the trained parameters (the module's *and* every ``pyro.param`` site the model or
+guide reads), the optimizer and learning-rate scheduler, the counters, the per-epoch history and
+the running sums of the epoch under way. :meth:`TrainState.checkpoint` turns it into a dict of
+tensors and plain values (loaded with ``weights_only=True``) and refuses non-finite parameters,
+so a checkpoint on disk is always one that training can continue from;
+:meth:`TrainState.restore` is its inverse.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+
+from pyrogen.errors import RunDirError
+from pyrogen.model import GenerativeModel
+from pyrogen.train.checkpoints import _first_reason
+from pyrogen.train.interrupts import TrainingError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "TrainState",
+    "load_parameters",
+    "non_finite_parameters",
+    "pyro_parameters",
+]
+
+CHECKPOINT_FORMAT = 2
+"""1: the module's parameters only; 2: also ``pyro_params`` (constrained values by name)."""
+
+
+def pyro_parameters(names: tuple[str, ...]) -> list[torch.Tensor]:
+    """The unconstrained leaf tensors of the ``pyro.param`` sites ``names`` (the ones to train)."""
+    store = dict(pyro.get_param_store().named_parameters())
+    return [store[name] for name in names]
+
+
+def load_parameters(model: GenerativeModel, checkpoint: dict, where: str) -> None:
+    """Loads a checkpoint's module parameters and ``pyro.param`` values into ``model`` and the
+    param store (a format-1 checkpoint has no ``pyro_params``)."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        raise RunDirError(
+            f"checkpoint {where} does not fit {type(model).__name__}: {_first_reason(e)[:300]}"
+        ) from None
+    store = pyro.get_param_store()
+    for name, value in checkpoint.get("pyro_params", {}).items():
+        store[name] = value  # under the constraint the site registered, if it did already
+
+
+def non_finite_parameters(model: torch.nn.Module, pyro_names: tuple[str, ...] = ()) -> list[str]:
+    """Names of the parameters holding a NaN or an infinity."""
+    named = [*model.named_parameters(), *zip(pyro_names, pyro_parameters(pyro_names))]
+    return [name for name, p in named if not bool(torch.isfinite(p).all())]
+
+
+@dataclass
+class TrainState:
+    """Everything a training run carries from one step to the next.
+
+    Attributes:
+        model: the :class:`GenerativeModel` being trained.
+        optimizer, scheduler: the torch optimizer over :attr:`parameters` and its lr schedule.
+        pyro_params: names of the ``pyro.param`` sites trained beside the module's parameters.
+        steps_per_epoch: minibatches per epoch.
+        epoch: epochs completed; step: minibatches done since the start of training.
+        history: one row per completed epoch (see :data:`~pyrogen.train.loop.HISTORY_COLUMNS`).
+        sums: running sums of the epoch under way (objective, count, skipped, seconds).
+        best, since_best: the best validation ELBO and the epochs since it (early stopping).
+        stop: set by a hook to end training after the current epoch.
+    """
+
+    model: GenerativeModel
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    pyro_params: tuple[str, ...] = ()
+    steps_per_epoch: int = 1
+    epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+    sums: dict = field(default_factory=lambda: TrainState.empty_sums())
+    best: float = -math.inf
+    since_best: int = 0
+    stop: bool = False
+
+    @staticmethod
+    def empty_sums() -> dict:
+        return {"objective": 0.0, "count": 0, "skipped": 0, "seconds": 0.0}
+
+    @property
+    def step_in_epoch(self) -> int:
+        """Minibatches done in the epoch under way."""
+        return self.step - self.epoch * self.steps_per_epoch
+
+    @property
+    def parameters(self) -> list[torch.Tensor]:
+        """What the optimizer trains: the module's parameters, then the pyro.param sites'."""
+        return [*self.model.parameters(), *pyro_parameters(self.pyro_params)]
+
+    def checkpoint(self, sums: dict | None = None, extra: dict | None = None) -> dict:
+        """The state as a tensors-only dict (``torch.save``-able, ``weights_only``-loadable).
+
+        Raises:
+            TrainingError: a parameter is NaN or infinite: such a state is never written.
+        """
+        bad = non_finite_parameters(self.model, self.pyro_params)
+        if bad:
+            raise TrainingError(
+                f"parameters {', '.join(bad[:5])} are not finite at epoch {self.epoch + 1}, "
+                f"step {self.step_in_epoch}: no checkpoint was written from them"
+            )
+        store = pyro.get_param_store()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "pyro_params": {n: store[n].detach().clone() for n in self.pyro_params},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
+            "history": self.history,
+            "sums": dict(self.sums if sums is None else sums),
+            "best": self.best,
+            "since_best": self.since_best,
+            **(extra or {}),
+        }
+
+    def restore(self, checkpoint: dict, where: str) -> None:
+        """Continues from ``checkpoint``: optimizer, scheduler, torch's RNG, counters, history.
+
+        The parameters come first, through :func:`load_parameters`, before the optimizer that
+        holds them is built.
+        """
+        try:
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.scheduler.load_state_dict(checkpoint["scheduler"])
+            torch.set_rng_state(checkpoint["torch_rng"])
+            self.epoch = int(checkpoint["epoch"])
+            self.step = self.epoch * self.steps_per_epoch + int(checkpoint["step"])
+            self.history = [dict(r) for r in checkpoint["history"]]
+            self.sums = dict(checkpoint["sums"])
+            self.best, self.since_best = float(checkpoint["best"]), int(checkpoint["since_best"])
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            what = f"lacks {e}" if isinstance(e, KeyError) else _first_reason(e)
+            raise RunDirError(
+                f"checkpoint {where} does not fit this model and run: {what[:300]}"
+            ) from None
