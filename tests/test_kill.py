@@ -93,13 +93,6 @@ class MixedEvaluation(AssertionError):
     """The bounds of one evaluation beside the points of another (or of none)."""
 
 
-# bounds.csv and points.csv are renamed one after the other here; the backbone branch commits an
-# evaluation as one unit (#12), after which these pass (and the marks go)
-UNIT = pytest.mark.xfail(
-    raises=MixedEvaluation, strict=False, reason="an evaluation is not yet committed as one unit"
-)
-
-
 def assert_complete(run: Path) -> None:
     """A run pyrogen can load: config, checkpoint, and a history of consecutive epochs if any.
 
@@ -140,9 +133,7 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=UNIT) if n in ("evaluate", "run") else n for n in SCENARIOS]
-)
+@pytest.mark.parametrize("name", list(SCENARIOS))
 def test_sigkill_at_every_commit_leaves_old_or_new(base, tmp_path, name):
     argv, start = SCENARIOS[name]
     n, completed = 1, False

@@ -51,13 +51,13 @@ def recover_run(out: str | os.PathLike) -> None:
     if not parent.is_dir():
         return
     if out.is_dir():
-        for path in out.rglob(".*"):
+        for path in sorted(out.rglob(".*")):
             match = _LEFTOVER.match(path.name)
-            if match and path.is_file():
+            if match and path.exists():  # a file, or an evaluation's folder being built
                 pid = int(match.group(1) or match.group(2))
                 if pid != os.getpid() and not _alive(pid):
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
+                    _remove(path)
+        _recover_evaluations(out / "evaluations")
     prefix = f".{out.name}.replaced-"
     for aside in sorted(parent.glob(f"{prefix}*")):
         pid = aside.name[len(prefix) :]
@@ -72,6 +72,21 @@ def recover_run(out: str | os.PathLike) -> None:
             elif out.exists():
                 shutil.rmtree(out)
             aside.rename(out)
+
+
+def _recover_evaluations(root: Path) -> None:
+    """An evaluation that a killed process was replacing (``.NAME.oldPID``): back into place when
+    the new one never arrived, else removed."""
+    if not root.is_dir():
+        return
+    for old in sorted(root.glob(".*.old*")):
+        name, _, pid = old.name[1:].rpartition(".old")
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if (root / name).exists():
+            _remove(old)
+        else:
+            old.rename(root / name)
 
 
 def _remove(path: Path) -> None:

@@ -220,8 +220,10 @@ def _apply_config(
         if name in settings:
             options[name] = settings.pop(name)
     commands = {k: settings.pop(k) for k in list(settings) if k in COMMAND_KEYS}
+    # the command line wins over the file: a flag given there (--ks, --ks=...) is kept
+    flags = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     for key, value in commands.items():
-        if getattr(args, key, None) in (None, False, parser.get_default(key)):
+        if key not in flags:
             setattr(args, key, value)
     args.toml_settings = settings
     args.toml_model_options = options

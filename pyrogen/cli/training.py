@@ -93,7 +93,9 @@ def _train_new(args: argparse.Namespace, cfg: object, options: dict) -> Path:
     if out.exists() and any(out.iterdir()):
         distributed.barrier()  # every rank has looked before rank 0 moves it
         if distributed.is_main():
-            with RunDir(out).lock("train --overwrite"):  # not while another process writes it
+            # not while another process writes it (create: a run killed before its config.json
+            # is still locked and replaced)
+            with RunDir(out).lock("train --overwrite", create=True):
                 pass
             replaced = replaced_name(out)
             out.rename(replaced)

@@ -67,9 +67,9 @@ def rebuild_model(rundir: RunDir, config: dict) -> GenerativeModel:
     file = config.get("model_file") or (str(source) if source else None)
     if file is None:
         raise RunDirError(
-            f"{config['model_class']} of {rundir.path} was defined outside a file (a notebook or "
-            "a script's __main__), so the run kept no source: pass the model, "
-            "load_run(DIR, model=...)"
+            f"{rundir.path / 'config.json'} names neither a model_file nor a model_source: "
+            f"{config['model_class']} was defined outside a file (a notebook or a script's "
+            "__main__), or the file lost them; pass the model, load_run(DIR, model=...)"
         )
     cls, _ = load_model_class(f"{file}:{config['model_class']}", source=source)
     return build_model(cls, config["data_dim"], **config.get("model_options", {}))
@@ -139,7 +139,11 @@ def load_run_data(config: dict, split: str, run_dir: str | os.PathLike | None = 
             scale=None,
         )
     if "data" not in config or config["data"] is None:
-        raise RunDirError(f"{run_dir or 'the run'}'s config.json names no data")
+        where = Path(run_dir) / "config.json" if run_dir is not None else "the run's config.json"
+        raise RunDirError(
+            f"{where} lacks the setting 'data' (the data set the run was trained on): restore "
+            "it, or train the run again with --overwrite"
+        )
     return load_dataset(
         config["data"],
         split,

@@ -71,9 +71,7 @@ def _import_file(path: Path, folder: Path | None = None) -> Any:
     return module
 
 
-def load_model_class(
-    spec: str, source: Path | None = None
-) -> tuple[type[GenerativeModel], Path]:
+def load_model_class(spec: str, source: Path | None = None) -> tuple[type[GenerativeModel], Path]:
     """Finds the model class named by ``spec``.
 
     Arguments:
@@ -223,16 +221,19 @@ def coerce_options(cls: type[GenerativeModel], options: dict[str, Any]) -> dict[
             if key == "num_classes":
                 continue  # given to every model of labelled data; kept by those that take it
             if not takes_any:
-                named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL,
-                                                                         p.VAR_KEYWORD)]
+                named = [
+                    n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                ]
                 raise ConfigError(
                     f"{cls.__name__} takes no option '{key}' "
                     f"(its options: {', '.join(named) or 'none'})"
                 )
             out[key] = value
             continue
-        out[key] = value if value is None else _parse(
-            value, _target_type(cls, params[key]), f"option {key} of {cls.__name__}"
+        out[key] = (
+            value
+            if value is None
+            else _parse(value, _target_type(cls, params[key]), f"option {key} of {cls.__name__}")
         )
     return out
 

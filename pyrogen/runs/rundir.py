@@ -220,6 +220,8 @@ class RunDir:
         from pyrogen.train.config import TrainConfig
 
         cfg = self.read_config()
+        if cfg.get("data") is not None:  # a named data set: its split depends on these
+            cfg["val_fraction"], cfg["seed"]  # noqa: B018 - a MissingSetting names a lost one
         return TrainConfig.from_dict(
             {k: cfg[k] for k in TrainConfig.names() if k in cfg and k != "optimizer"}
             | {"optimizer": cfg.get("optimizer") or "adam"},
@@ -272,7 +274,9 @@ class RunDir:
         return _read_csv(self.path / "history.csv")
 
     def write_history(self, rows: list[dict], columns: list[str]) -> None:
-        write_text(self.path / "history.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False))
+        write_text(
+            self.path / "history.csv", pd.DataFrame(rows, columns=columns).to_csv(index=False)
+        )
 
     @property
     def checkpoint_path(self) -> Path:
@@ -344,6 +348,8 @@ class RunDir:
 
     def _point_latest(self, name: str) -> None:
         link = self.evaluations_path / LATEST
+        if link.is_dir() and not link.is_symlink():  # a copy that followed the link
+            shutil.rmtree(link)
         tmp = self.evaluations_path / f".{LATEST}.tmp{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -364,8 +370,8 @@ class RunDir:
     def _adopt_legacy(self) -> None:
         """A format-1 run's top-level bounds.csv/points.csv become ``evaluations/legacy``."""
         top = self.path / "bounds.csv"
-        if not top.is_file() or top.is_symlink():
-            return
+        if not top.is_file() or top.is_symlink() or self.evaluation_names():
+            return  # (a plain file beside evaluations: a copy that followed the link)
         legacy = self.evaluations_path / "legacy"
         legacy.mkdir(exist_ok=True)
         files = {}
@@ -396,14 +402,19 @@ class RunDir:
         if not root.is_dir():
             return []
         return sorted(
-            p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink()
-            and not p.name.startswith(".")
+            p.name
+            for p in root.iterdir()
+            if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p.name != LATEST
         )
 
     def latest_evaluation_name(self) -> str | None:
         link = self.evaluations_path / LATEST
         if link.is_symlink():
             return os.readlink(link)
+        if (link / "meta.json").is_file():  # the run was copied by a tool that followed links
+            name = json.loads((link / "meta.json").read_text()).get("name")
+            if name and (self.evaluations_path / name).is_dir():
+                return name
         return None
 
     def read_evaluation(self, name: str | None = None) -> Evaluation | None:
@@ -442,9 +453,7 @@ class RunDir:
                     f"{folder / file} does not match its meta.json: the evaluation is torn; "
                     f"evaluate the run again"
                 )
-        tables = {
-            p.stem: _read_csv(p) for p in sorted(folder.glob("*.csv"))
-        }
+        tables = {p.stem: _read_csv(p) for p in sorted(folder.glob("*.csv"))}
         bounds = tables.pop("bounds", None)
         if bounds is None:
             raise RunDirError(f"{folder} has no bounds.csv")

@@ -95,7 +95,11 @@ def _describe_data(cfg: Any) -> dict[str, Any]:
 
     try:
         data = load_dataset(
-            cfg.data, "val", binarize=None, val_fraction=cfg.val_fraction, seed=cfg.seed,
+            cfg.data,
+            "val",
+            binarize=None,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
             scale=cfg.scale,
         )
     except Exception as e:
