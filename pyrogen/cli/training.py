@@ -166,6 +166,8 @@ def _resume(args: argparse.Namespace, given: dict) -> Path:
                 f"{given['model_options']}): the checkpoint belongs to the model as built; train "
                 "a new run instead"
             )
+    if not saved.get("data_file"):  # the split of a named data set depends on these
+        saved["val_fraction"], saved["seed"]  # noqa: B018 - a MissingSetting names a lost one
     data = _splits(saved, run.path)
     labelled = wants_labels(model.model)
     fit(

@@ -220,8 +220,6 @@ class RunDir:
         from pyrogen.train.config import TrainConfig
 
         cfg = self.read_config()
-        if cfg.get("data") is not None:  # a named data set: its split depends on these
-            cfg["val_fraction"], cfg["seed"]  # noqa: B018 - a MissingSetting names a lost one
         return TrainConfig.from_dict(
             {k: cfg[k] for k in TrainConfig.names() if k in cfg and k != "optimizer"}
             | {"optimizer": cfg.get("optimizer") or "adam"},
