@@ -54,8 +54,6 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 import pyrogen  # noqa: E402
-from pyrogen.data.idx import read_idx  # noqa: E402
-from pyrogen.data.sources import find_idx_files  # noqa: E402
 from pyrogen.optim import OPTIMIZERS  # noqa: E402
 from pyrogen.runs import build_model, load_model_class  # noqa: E402
 from pyrogen.train import OBJECTIVES, seed_everything  # noqa: E402
@@ -162,8 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         default="train",
-        choices=("train", "evaluate", "all"),
-        help="with --protocol: train (resumes a run in --runs), evaluate the best weights, or both",
+        choices=("train", "evaluate", "all", "export"),
+        help="with --protocol: train (resumes a run in --runs), evaluate the best weights, or "
+        "both; export: the best weights as a shipped run in benchmarks/pretrained/",
     )
     return p
 
@@ -266,21 +265,10 @@ def load_protocol(name: str) -> dict:
 
 
 def protocol_splits(proto: dict) -> dict[str, torch.Tensor]:
-    """Grey-level train images, and validation/test images binarized once with the static seed.
+    """The protocol's train (grey levels), validation and test (binarized once) images."""
+    from pyrogen.data.protocols import protocol_splits as splits
 
-    The train/validation split is by position in the training file (first ``train_images``,
-    then ``val_images``), as in the reference code; no shuffling before the split.
-    """
-    files = find_idx_files(proto["data"])
-    train_all = torch.from_numpy(read_idx(files["train_images"])).flatten(1).float() / 255.0
-    test = torch.from_numpy(read_idx(files["test_images"])).flatten(1).float() / 255.0
-    n_train, n_val = proto["train_images"], proto["val_images"]
-    if n_train + n_val > len(train_all):
-        raise SystemExit(f"the protocol asks for {n_train + n_val} training images")
-    gen = torch.Generator().manual_seed(proto["static_seed"])
-    val = torch.bernoulli(train_all[n_train : n_train + n_val], generator=gen)
-    test = torch.bernoulli(test, generator=gen)
-    return {"train": train_all[:n_train], "val": val, "test": test}
+    return splits(proto)
 
 
 class EpochLog:
@@ -422,6 +410,8 @@ def main_protocol(args: argparse.Namespace) -> int:
     for name in models:
         if args.stage in ("train", "all"):
             train_protocol(proto, name, splits, runs)
+        if args.stage == "export":
+            print(f"{name}: exported to {export_protocol(proto, name, runs)}")
         if args.stage in ("evaluate", "all"):
             row = evaluate_protocol(proto, name, splits, runs, args)
             table = _merge(out, [row], PROTOCOL_COLUMNS, ("model", "protocol"))
@@ -467,6 +457,49 @@ PROTOCOL_COLUMNS = [
     "ais_seconds",
     "torch_threads",
 ]
+
+
+def export_protocol(proto: dict, name: str, runs: Path) -> Path:
+    """``runs/<name>-<protocol>``'s best validation weights as the run directory
+    ``benchmarks/pretrained/<name>-<data>/`` that ``pretrained:<name>-<data>`` loads: tensors only
+    (no optimizer state), the training's config and its whole learning curve."""
+    import json
+
+    from pyrogen.atomic import write_text
+
+    run_dir = runs / f"{name}-{proto['name']}"
+    best = load_checkpoint(run_dir / "best.pt")
+    history = pd.read_csv(run_dir / "history.csv")
+    config = json.loads((run_dir / "config.json").read_text())
+    spec = proto["models"][name]
+    target = ROOT / "benchmarks" / "pretrained" / f"{name}-{proto['data']}"
+    target.mkdir(parents=True, exist_ok=True)
+    config.update(
+        model_file=spec["model"].split(":")[0],  # the zoo's file, found by name
+        model_options=spec.get("options", {}),
+        pretrained={
+            "model": spec["model"],
+            "data": proto["data"],
+            "protocol": proto["name"],
+            "parameters": sum(v.numel() for v in best["model"].values()),
+            "epochs_run": len(history),
+            "best_epoch": int(best["epoch"]),
+            "best_val_elbo": round(float(best["val_elbo"]), 4),
+            "train_cpu_hours": round(float(history["seconds"].sum()) / 3600, 2),
+            "published_test_log_px": spec["published"],
+            "trained_with": "python benchmarks/fashion_mnist.py --protocol "
+            f"{proto['name']} --models {name} --stage train --threads 1",
+        },
+    )
+    for key in ("command", "commands", "tensorboard"):
+        config.pop(key, None)
+    save_checkpoint(
+        target / "checkpoint.pt",
+        {"model": best["model"], "epoch": int(best["epoch"]), "step": 0},
+    )
+    write_text(target / "history.csv", history.to_csv(index=False))
+    write_text(target / "config.json", json.dumps(config, indent=2) + "\n")
+    return target
 
 
 def evaluate_protocol(

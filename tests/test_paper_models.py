@@ -158,7 +158,7 @@ def test_patience_does_not_count_during_kl_warmup(digits):
 
 
 def test_protocol_split_is_deterministic_and_binarizes_val_and_test_once():
-    from pyrogen.data import find_idx_files
+    from pyrogen.data import find_idx_files, read_idx
     from pyrogen.errors import DataError
 
     try:
@@ -176,7 +176,7 @@ def test_protocol_split_is_deterministic_and_binarizes_val_and_test_once():
     assert len(one["train"].unique()) > 2  # grey levels: binarized afresh each batch
     # the validation set is the last 10,000 training images in file order, Bernoulli(grey)
     files = find_idx_files("fashion-mnist")
-    grey = torch.from_numpy(bench.read_idx(files["train_images"])).flatten(1).float() / 255.0
+    grey = torch.from_numpy(read_idx(files["train_images"])).flatten(1).float() / 255.0
     assert torch.equal(one["train"], grey[:50_000])
     p = grey[50_000:]
     diff = float((one["val"] - p).sum())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from pyrogen import distributed
@@ -38,6 +39,18 @@ def run_model_file(
     return main(["run", f"{path}:{class_name}", *defaults, *argv])
 
 
+def _local_runs(args: argparse.Namespace) -> None:
+    """``pretrained:NAME`` as a run: its copy in runs/ (the shipped files stay as they are)."""
+    from pyrogen.pretrained import PREFIX, local_copy
+
+    if args.command == "train":
+        return
+    if isinstance(getattr(args, "run", None), str) and args.run.startswith(PREFIX):
+        args.run = str(local_copy(args.run))
+    if isinstance(getattr(args, "runs", None), list):
+        args.runs = [str(local_copy(r)) if str(r).startswith(PREFIX) else r for r in args.runs]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyrogen`` command; returns the exit status."""
     from pyrogen.train import Interrupted, TrainingError
@@ -53,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "config", None):
             args = _apply_config(args, parser, argv)
         check_common_options(args)
+        _local_runs(args)
         result = COMMANDS[args.command](args)
         if args.command == "train":
             print(f"run directory: {result}")

@@ -84,12 +84,13 @@ def load_run(run_dir: str | os.PathLike, model: GenerativeModel | None = None) -
     param store.
 
     Arguments:
-        run_dir: the run directory.
+        run_dir: the run directory, or ``"pretrained:NAME"`` (:mod:`pyrogen.pretrained`).
         model: an instance to load the parameters into instead (a class defined in a notebook).
     """
+    from pyrogen.pretrained import resolve
     from pyrogen.train.state import load_parameters
 
-    rundir = RunDir(run_dir)
+    rundir = RunDir(resolve(run_dir))
     config = rundir.read_config()
     if not rundir.has_checkpoint():
         raise RunDirError(f"{rundir.path} has no checkpoint.pt: train it first (pyrogen train ...)")
@@ -114,6 +115,22 @@ def load_run_data(config: dict, split: str, run_dir: str | os.PathLike | None = 
     from pyrogen.data import Dataset, load_dataset
     from pyrogen.data.scaling import scale_of_run
 
+    if config.get("protocol_settings"):  # a published protocol's split and binarization
+        from pyrogen.data.protocols import protocol_splits
+
+        settings = config["protocol_settings"]
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"split must be train, val or test, got {split!r}")
+        return Dataset(
+            x=protocol_splits(settings)[split],
+            y=None,
+            name=f"{settings['data']} ({settings.get('name', 'protocol')} protocol)",
+            split=split,
+            binarize="dynamic" if split == "train" else "static",
+            image_shape=tuple(config["image_shape"]) if config.get("image_shape") else None,
+            num_classes=None,
+            scale=None,
+        )
     if config.get("data_file"):
         if run_dir is None:
             raise RunDirError("the run's data are saved in its directory: pass run_dir")
