@@ -150,7 +150,9 @@ def _parser() -> argparse.ArgumentParser:
         default=500,
         help="with --protocol: AIS on the first N test points (0: none; default %(default)s)",
     )
-    p.add_argument("--ais-steps", type=int, default=500, help="AIS intermediate distributions T")
+    p.add_argument("--ais-steps", type=int, default=300, help="AIS intermediate distributions T")
+    p.add_argument("--ais-chains", type=int, default=8, help="AIS chains per point")
+    p.add_argument("--ais-leapfrog", type=int, default=4, help="leapfrog steps per HMC move")
     p.add_argument(
         "--protocol",
         default=None,
@@ -449,6 +451,7 @@ PROTOCOL_COLUMNS = [
     "ais_points",
     "ais_steps",
     "ais_chains",
+    "ais_leapfrog",
     "ais_log_px",
     "ais_mc_se",
     "iwae_K_same_points",
@@ -559,14 +562,16 @@ def evaluate_protocol(
             model.model,
             model.guide,
             test[:n_ais],
-            num_chains=16,
+            num_chains=args.ais_chains,
             num_steps=args.ais_steps,
+            leapfrog_steps=args.ais_leapfrog,
             seed=proto["seed"],
         )
         row.update(
             ais_points=n_ais,
             ais_steps=result.num_steps,
             ais_chains=result.num_chains,
+            ais_leapfrog=result.leapfrog_steps,
             ais_log_px=float(result.log_px.mean()),
             # the mean of per-point estimates: its Monte Carlo error from each point's error
             ais_mc_se=float(result.stderr.pow(2).sum().sqrt()) / n_ais,
