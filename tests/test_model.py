@@ -151,3 +151,30 @@ def test_grey_levels_beyond_the_probe_rows_are_found_in_the_whole_data():
     pyrogen.check_model(Pair(), x[:8])  # the probe alone looks fine
     with pytest.raises(ContractError, match=r"rows 17, 42; grey levels need binarizing"):
         pyrogen.check_model(Pair(), x[:8], all_rows=x)
+
+
+def test_the_remembered_support_check_sees_an_in_place_change():
+    """A tensor that passed the all-rows check is not checked again until it changes: writing a
+    grey level into it (in place) is caught on the next check, as is a fresh grey tensor."""
+    import sys
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from pyrogen import check_model
+    from pyrogen.errors import ContractError
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "models"))
+    from vae import VAE
+
+    model = VAE(12, latent_dim=2, hidden_dims=(8,))
+    x = torch.bernoulli(torch.full((50, 12), 0.3), generator=torch.Generator().manual_seed(0))
+    check_model(model, x[:8], all_rows=x)
+    check_model(model, x[:8], all_rows=x)  # remembered
+    x[40, 3] = 0.5
+    with pytest.raises(ContractError, match="40"):
+        check_model(model, x[:8], all_rows=x)
+    y = x.clone()
+    with pytest.raises(ContractError, match="40"):
+        check_model(model, y[:8], all_rows=y)
