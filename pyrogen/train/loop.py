@@ -284,6 +284,7 @@ def _train(
     state = TrainState(model, opt, scheduler, pyro_names, steps_per_epoch)
     if checkpoint is not None:
         state.restore(checkpoint, str(run.checkpoint_path))
+        state.set_base_lr(cfg.lr)  # the checkpoint's optimizer holds the lr it was saved with
         distributed.restore_rng(checkpoint, cfg.seed)
         if not distributed.is_main():  # the checkpoint holds the sums of all ranks
             state.sums.update(objective=0.0, count=0)

@@ -132,6 +132,15 @@ class TrainState:
             **(extra or {}),
         }
 
+    def set_base_lr(self, lr: float) -> None:
+        """The run's learning rate after a restore (``--override --lr`` may have changed it): the
+        optimizer's and the schedule's, continuing the schedule from the step reached."""
+        sched = self.scheduler
+        sched.base_lrs = [lr for _ in sched.base_lrs]
+        for group, fn in zip(self.optimizer.param_groups, sched.lr_lambdas):
+            group["lr"] = lr * fn(sched.last_epoch)
+        sched._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
     def restore(self, checkpoint: dict, where: str) -> None:
         """Continues from ``checkpoint``: optimizer, scheduler, torch's RNG, counters, history.
 
