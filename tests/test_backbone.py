@@ -163,14 +163,6 @@ def test_resume_continues_from_the_checkpointed_pyro_param(tmp_path):
     assert list(history["epoch"]) == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: load_run (pyrogen/train/state.py load_parameters, `store[name] = value`) puts a "
-    "pyro.param back into an empty param store without its constraint: sigma, declared "
-    "constraint=positive, comes back under constraints.real (its unconstrained value is sigma, "
-    "not log sigma), so fitting a loaded model further trains it unconstrained (it may go "
-    "negative)",
-)
 def test_load_run_restores_a_pyro_param_with_its_constraint(tmp_path):
     run, _ = fit_sigma_run(tmp_path, epochs=2, lr=0.1)
     trained = pyro.param("sigma").detach().item()
@@ -331,13 +323,6 @@ def test_resume_changes_a_setting_only_with_override_and_records_it(cli_run, cap
     assert len(pd.read_csv(cli_run / "history.csv")) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: --resume --lr X --override records lr X in config.json but trains with the old "
-    "lr: TrainState.restore (pyrogen/train/state.py) loads the checkpoint's optimizer and "
-    "scheduler state dicts, whose param_groups lr / base_lrs are the old run's, after "
-    "make_optimizer(..., cfg.lr) in pyrogen/train/loop.py _train",
-)
 def test_an_overridden_lr_is_the_one_training_uses(cli_run):
     resume = ["train", "--resume", "--out", str(cli_run), "--epochs", "3", "--quiet"]
     assert main([*resume, "--lr", "0.5", "--override"]) == 0
@@ -558,12 +543,6 @@ def test_evaluate_refuses_a_checkpoint_with_non_finite_weights(cli_run, capsys):
     assert not (cli_run / "evaluations").exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: evaluate_run (pyrogen/runs/api.py, the non_finite_parameters(loaded.model) "
-    "check) looks at the module's parameters only, not the checkpoint's pyro_params, so a NaN "
-    "pyro.param is evaluated and refused afterwards as 'non-finite estimates', not named",
-)
 def test_evaluate_refuses_a_checkpoint_with_a_non_finite_pyro_param(tmp_path, capsys):
     run, _ = fit_sigma_run(tmp_path)
     path = run / "checkpoint.pt"

@@ -238,10 +238,18 @@ def train_settings(args: argparse.Namespace) -> dict:
     given = dict(getattr(args, "toml_settings", {}))
     options = dict(getattr(args, "toml_model_options", {}))
     flags = settings_from_flags(args)
+    given_options = dict(flags.get("model_options", {}))
     options.update(flags.pop("model_options", {}))
     for name in MODEL_SHORTCUTS:
         if getattr(args, name, None) is not None:
-            options.update(parse_key_values([f"{name}={getattr(args, name)}"], f"--{name}"))
+            value = parse_key_values([f"{name}={getattr(args, name)}"], f"--{name}")[name]
+            if name in given_options and given_options[name] != value:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(
+                    f"{flag} {value} and --model-option {name}={given_options[name]} disagree: "
+                    "give one of them"
+                )
+            options[name] = value
     given.update(flags)
     if options:
         given["model_options"] = options

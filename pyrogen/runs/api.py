@@ -34,6 +34,7 @@ class Run:
         model: the model with the checkpoint's parameters (eval mode).
         history: history.csv, or None.
         epoch, step: the checkpoint's position (epochs done, steps into the next epoch).
+        pyro_params: the names of the ``pyro.param`` sites restored into Pyro's param store.
     """
 
     path: Path
@@ -42,6 +43,7 @@ class Run:
     history: pd.DataFrame | None
     epoch: int = 0
     step: int = 0
+    pyro_params: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -106,6 +108,7 @@ def load_run(run_dir: str | os.PathLike, model: GenerativeModel | None = None) -
         rundir.read_history(),
         int(checkpoint.get("epoch", 0)),
         int(checkpoint.get("step", 0)),
+        tuple(checkpoint.get("pyro_params", {})),
     )
 
 
@@ -251,7 +254,7 @@ def evaluate_run(
     lock = rundir.lock("evaluate") if write and distributed.is_main() else contextlib.nullcontext()
     with lock:
         loaded = run if isinstance(run, Run) else load_run(path)
-        bad = non_finite_parameters(loaded.model)
+        bad = non_finite_parameters(loaded.model, loaded.pyro_params)
         if bad:
             raise RunDirError(
                 f"the checkpoint of {path} holds non-finite parameters ({', '.join(bad[:5])}): "

@@ -40,6 +40,42 @@ def pyro_parameters(names: tuple[str, ...]) -> list[torch.Tensor]:
     return [store[name] for name in names]
 
 
+def _constraint_record(constraint: Any) -> dict[str, Any]:
+    """A constraint as plain data for a tensors-only checkpoint: its name in
+    ``torch.distributions.constraints``, and its bounds where it has them."""
+    from torch.distributions import constraints
+
+    for name, value in vars(constraints).items():
+        if value is constraint and isinstance(value, constraints.Constraint):
+            return {"name": name}
+    kind = type(constraint).__name__.lstrip("_")
+    names = {
+        "GreaterThan": "greater_than",
+        "GreaterThanEq": "greater_than_eq",
+        "LessThan": "less_than",
+        "Interval": "interval",
+        "HalfOpenInterval": "half_open_interval",
+    }
+    if kind in names:
+        bounds = {
+            key: float(getattr(constraint, key))
+            for key in ("lower_bound", "upper_bound")
+            if hasattr(constraint, key)
+        }
+        return {"name": names[kind], **bounds}
+    return {"name": "real", "unknown": repr(constraint)}
+
+
+def _constraint_from(record: dict[str, Any] | None) -> Any:
+    from torch.distributions import constraints
+
+    if not record:
+        return constraints.real
+    found = getattr(constraints, record["name"], constraints.real)
+    bounds = [record[k] for k in ("lower_bound", "upper_bound") if k in record]
+    return found(*bounds) if bounds else found
+
+
 def load_parameters(model: GenerativeModel, checkpoint: dict, where: str) -> None:
     """Loads a checkpoint's module parameters and ``pyro.param`` values into ``model`` and the
     param store (a format-1 checkpoint has no ``pyro_params``)."""
@@ -50,8 +86,24 @@ def load_parameters(model: GenerativeModel, checkpoint: dict, where: str) -> Non
             f"checkpoint {where} does not fit {type(model).__name__}: {_first_reason(e)[:300]}"
         ) from None
     store = pyro.get_param_store()
+    records = checkpoint.get("pyro_param_constraints", {})
     for name, value in checkpoint.get("pyro_params", {}).items():
-        store[name] = value  # under the constraint the site registered, if it did already
+        if name not in records and name in store:  # an older checkpoint: the site's own
+            store[name] = value
+            continue
+        constraint = _constraint_from(records.get(name))
+        transform = torch.distributions.transform_to(constraint)
+        unconstrained = checkpoint.get("pyro_params_unconstrained", {}).get(name)
+        # the saved leaf where it still gives the saved value (bit for bit on resume); else the
+        # value's inverse transform (an older checkpoint, or a value changed since)
+        if unconstrained is None or not torch.equal(transform(unconstrained), value):
+            unconstrained = transform.inv(value.detach())
+        store.set_state(
+            {
+                "params": {name: unconstrained.clone().requires_grad_()},
+                "constraints": {name: constraint},
+            }
+        )
 
 
 def non_finite_parameters(model: torch.nn.Module, pyro_names: tuple[str, ...] = ()) -> list[str]:
@@ -120,6 +172,13 @@ class TrainState:
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
             "pyro_params": {n: store[n].detach().clone() for n in self.pyro_params},
+            "pyro_params_unconstrained": {
+                n: p.detach().clone()
+                for n, p in zip(self.pyro_params, pyro_parameters(self.pyro_params))
+            },
+            "pyro_param_constraints": {
+                n: _constraint_record(store._constraints[n]) for n in self.pyro_params
+            },
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
