@@ -253,3 +253,44 @@ def test_a_run_written_by_fit_is_evaluated_compared_and_reported_by_the_commands
     assert main(["report", "py", "--mmd-samples", "20"]) == 0
     assert (ws / "py" / "report.html").is_file()
     assert "Tiny" in (ws / "cmp" / "comparison.csv").read_text()
+
+
+class CtrlC:
+    """Presses Ctrl-C ``times`` times at the given step of the given epoch (0-based)."""
+
+    def __init__(self, epoch: int, step: int, times: int) -> None:
+        self.at, self.times = (epoch, step), times
+
+    def on_step_end(self, state, metrics) -> None:
+        if (state.epoch, state.step_in_epoch) == self.at:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_what_an_interrupt_announces_is_what_the_run_keeps(tmp_path, times):
+    """One Ctrl-C in epoch 2 checkpoints there; a second one stops at once without a new
+    checkpoint, and says the run keeps the one after epoch 1 (which it does)."""
+    from pyrogen.train import Interrupted
+
+    x = torch.from_numpy((np.random.default_rng(0).random((120, 12)) < 0.3).astype(np.float32))
+    torch.manual_seed(0)
+    model = Poisoned()
+    with pytest.raises(Interrupted) as stopped:
+        pyrogen.fit(
+            model,
+            x[:100],
+            x[100:],
+            epochs=3,
+            batch_size=20,
+            out=tmp_path / "run",
+            callbacks=[CtrlC(1, 2, times)],
+        )
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    message = str(stopped.value)
+    if times == 1:
+        assert "checkpoint written" in message and "2 steps of epoch 2" in message
+        assert (saved["epoch"], saved["step"]) == (1, 2)  # what the message says
+    else:
+        assert "no new checkpoint" in message and "after epoch 1)" in message
+        assert (saved["epoch"], saved["step"]) == (1, 0)
