@@ -109,3 +109,19 @@ def test_a_site_name_used_twice_is_an_error_not_a_number(objective):
     particles = 2 if objective == "iwae" else 1
     with pytest.raises(Exception, match="(?i)multiple sample sites named 'z'|'z'.*twice"):
         pyrogen.fit(m, x, epochs=1, batch_size=5, objective=objective, num_particles=particles)
+
+
+def test_evaluations_are_kept_per_estimator_and_k_and_the_latest_is_shown(ws):
+    assert train("--epochs", "1", "--out", "r") == 0
+    assert main(["evaluate", "r", "--ks", "1,5", "--quiet"]) == 0
+    first = (ws / "r" / "evaluations" / "is-K5" / "bounds.csv").read_text()
+    assert main(["evaluate", "r", "--ks", "1,10", "--quiet"]) == 0
+    run = pyrogen.RunDir(ws / "r")
+    assert run.evaluation_names() == ["is-K10", "is-K5"]
+    assert (ws / "r" / "evaluations" / "is-K5" / "bounds.csv").read_text() == first  # kept
+    assert run.read_evaluation().name == "is-K10"  # the latest, which bounds.csv shows
+    assert list((ws / "r" / "bounds.csv").read_text().splitlines()[1:]) == list(
+        (ws / "r" / "evaluations" / "is-K10" / "bounds.csv").read_text().splitlines()[1:]
+    )
+    assert pyrogen.compare(["r"])["evaluation"].tolist() == ["is-K10"]
+    assert pyrogen.compare(["r"], evaluation="is-K5")["evaluation"].tolist() == ["is-K5"]
