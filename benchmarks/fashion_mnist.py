@@ -488,6 +488,7 @@ def export_protocol(proto: dict, name: str, runs: Path) -> Path:
             "epochs_run": len(history),
             "best_epoch": int(best["epoch"]),
             "best_val_elbo": round(float(best["val_elbo"]), 4),
+            "early_stopped": len(history) - int(best["epoch"]) >= proto["patience"],
             "train_cpu_hours": round(float(history["seconds"].sum()) / 3600, 2),
             "published_test_log_px": spec["published"],
             "trained_with": "python benchmarks/fashion_mnist.py --protocol "
@@ -538,7 +539,8 @@ def evaluate_protocol(
         "parameters": sum(p.numel() for p in model.parameters()),
         "epochs_run": len(history),
         "best_epoch": int(saved["epoch"]),
-        "stopped_early": len(history) < proto["max_epochs"],
+        # early stopping ends a run `patience` epochs after its best; fewer: interrupted
+        "stopped_early": len(history) - int(saved["epoch"]) >= proto["patience"],
         "train_cpu_hours": round(float(history["seconds"].sum()) / 3600, 2),
         "best_val_elbo": float(saved["val_elbo"]),
         "test_points": len(test),
