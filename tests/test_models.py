@@ -350,7 +350,7 @@ def test_fashion_mnist_benchmark_smoke(tmp_path: Path) -> None:
         pytest.skip("Fashion-MNIST IDX files are not installed (no download in tests)")
     bench = _import(ROOT / "benchmarks" / "fashion_mnist.py")
     assert bench.main(["--smoke", "--out", str(tmp_path), "--quiet", "--threads", "1"]) == 0
-    table = pd.read_csv(tmp_path / "fashion_mnist.csv")
+    table = pd.read_csv(tmp_path / "fashion_mnist_budget.csv")
     assert list(table.columns) == bench.COLUMNS
     assert list(table["model"]) == list(bench.IMAGE_MODELS)
     assert (table["test_points"] == 20).all() and (table["K"] == 20).all()

@@ -401,7 +401,9 @@ def test_report_of_runs(
 def test_report_of_a_trained_but_unevaluated_run(runs: list[Path], tmp_path: Path) -> None:
     run = tmp_path / "bare"
     shutil.copytree(
-        runs[1], run, ignore=shutil.ignore_patterns("report*", "bounds.csv", "points.csv")
+        runs[1],
+        run,
+        ignore=shutil.ignore_patterns("report*", "bounds.csv", "points.csv", "evaluations"),
     )
     out = write_report([run], mmd_samples=100)
     assert out == run / "report.html"
