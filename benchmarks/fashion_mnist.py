@@ -162,9 +162,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--stage",
         default="train",
-        choices=("train", "evaluate", "all", "export"),
+        choices=("train", "evaluate", "all", "export", "curves"),
         help="with --protocol: train (resumes a run in --runs), evaluate the best weights, or "
-        "both; export: the best weights as a shipped run in benchmarks/pretrained/",
+        "both; export: the best weights as a shipped run in benchmarks/pretrained/; curves: the "
+        "learning curves of the runs in --runs as results/fashion_mnist_curves.png",
     )
     return p
 
@@ -409,6 +410,9 @@ def main_protocol(args: argparse.Namespace) -> int:
     splits = protocol_splits(proto)
     runs = Path(args.runs or "fmnist-runs")
     out = Path(args.out) / "fashion_mnist.csv"
+    if args.stage == "curves":
+        print(f"wrote {plot_curves(proto, models, runs, Path(args.out))}")
+        return 0
     for name in models:
         if args.stage in ("train", "all"):
             train_protocol(proto, name, splits, runs)
@@ -460,6 +464,51 @@ PROTOCOL_COLUMNS = [
     "ais_seconds",
     "torch_threads",
 ]
+
+
+def plot_curves(proto: dict, models: list[str], runs: Path, out: Path) -> Path:
+    """Best validation ELBO so far against CPU hours, one line per run, beside the published
+    test log-likelihoods (a different quantity: IWAE_5000 on the test set lies 2-3 nats above
+    the validation ELBO)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = out / "fashion_mnist.csv"
+    scores = pd.read_csv(table) if table.is_file() else pd.DataFrame(columns=PROTOCOL_COLUMNS)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    for i, name in enumerate(models):
+        history = pd.read_csv(runs / f"{name}-{proto['name']}" / "history.csv")
+        hours = history["seconds"].cumsum() / 3600
+        best = history["val_elbo"].cummax()
+        color = f"C{i}"
+        ax.plot(hours, best, color=color, label=f"{name}: best validation ELBO")
+        row = scores[(scores["model"] == name) & (scores["protocol"] == proto["name"])]
+        if len(row):
+            at = float(hours.iloc[int(row["best_epoch"].iloc[0]) - 1])
+            ax.plot(at, float(row["iwae_K"].iloc[0]), "x", color=color, ms=8, mew=2)
+            ax.errorbar(
+                at,
+                float(row["iwae_K"].iloc[0]),
+                float(row["iwae_data_se"].iloc[0]),
+                color=color,
+                capsize=3,
+                label=f"{name}: test IWAE_5000 of those weights",
+            )
+        published = proto["models"][name]["published"]
+        ax.axhline(published, color=color, ls=":", label=f"{name}: published test log p(x)")
+    ax.set_xlabel("CPU hours (one thread)")
+    ax.set_ylabel("nats per image")
+    ax.set_ylim(-236, -226)
+    ax.set_title(f"Fashion-MNIST, {proto['name']} protocol")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = out / "fashion_mnist_curves.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def export_protocol(proto: dict, name: str, runs: Path) -> Path:
