@@ -71,6 +71,17 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
             os.close(fd)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists: the owner of a ``.NAME.tmpPID`` file may still write it."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Writes ``text`` (UTF-8) to ``path`` atomically."""
     write_atomically(path, lambda f: f.write(text.encode("utf-8")))

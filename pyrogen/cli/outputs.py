@@ -17,7 +17,8 @@ import re
 import shutil
 from pathlib import Path
 
-from pyrogen.atomic import check_writable
+from pyrogen.atomic import check_writable, process_alive
+from pyrogen.runs.rundir import RunDir
 
 __all__ = ["check_run_out", "recover_run", "replaced_name"]
 
@@ -25,16 +26,6 @@ __all__ = ["check_run_out", "recover_run", "replaced_name"]
 def replaced_name(out: Path) -> Path:
     """Where ``--overwrite`` keeps the run it replaces until the new one has a checkpoint."""
     return out.with_name(f".{out.name}.replaced-{os.getpid()}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 _LEFTOVER = re.compile(r"^\..+\.tmp(\d+)$|^\.pyrogen-probe(\d+)$")
@@ -55,13 +46,13 @@ def recover_run(out: str | os.PathLike) -> None:
             match = _LEFTOVER.match(path.name)
             if match and path.exists():  # a file, or an evaluation's folder being built
                 pid = int(match.group(1) or match.group(2))
-                if pid != os.getpid() and not _alive(pid):
+                if pid != os.getpid() and not process_alive(pid):
                     _remove(path)
-        _recover_evaluations(out / "evaluations")
+        RunDir(out).recover_evaluations()
     prefix = f".{out.name}.replaced-"
     for aside in sorted(parent.glob(f"{prefix}*")):
         pid = aside.name[len(prefix) :]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _alive(int(pid))):
+        if not pid.isdigit() or (int(pid) != os.getpid() and process_alive(int(pid))):
             continue  # another process is overwriting it now
         new_is_complete = (out / "checkpoint.pt").is_file() and (out / "config.json").is_file()
         if new_is_complete:
@@ -72,21 +63,6 @@ def recover_run(out: str | os.PathLike) -> None:
             elif out.exists():
                 shutil.rmtree(out)
             aside.rename(out)
-
-
-def _recover_evaluations(root: Path) -> None:
-    """An evaluation that a killed process was replacing (``.NAME.oldPID``): back into place when
-    the new one never arrived, else removed."""
-    if not root.is_dir():
-        return
-    for old in sorted(root.glob(".*.old*")):
-        name, _, pid = old.name[1:].rpartition(".old")
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
-        if (root / name).exists():
-            _remove(old)
-        else:
-            old.rename(root / name)
 
 
 def _remove(path: Path) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 
 import pandas as pd
 
-from pyrogen.atomic import write_text
+from pyrogen.atomic import process_alive, write_text
 from pyrogen.errors import RunDirError
 
 try:
@@ -319,7 +319,7 @@ class RunDir:
         """
         root = self.evaluations_path
         root.mkdir(exist_ok=True)
-        self._recover_evaluations()
+        self.recover_evaluations()
         self._adopt_legacy()
         tmp = root / f".{name}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -385,11 +385,17 @@ class RunDir:
         for file in files:
             (self.path / file).unlink()
 
-    def _recover_evaluations(self) -> None:
-        """A kill between the two renames of a replaced evaluation: put the old one back."""
+    def recover_evaluations(self) -> None:
+        """A kill between the two renames of a replaced evaluation (``.NAME.oldPID``): the old
+        one back into place when the new one never arrived, else removed. A folder of another
+        process that is still alive is left to it."""
         root = self.evaluations_path
-        for old in root.glob(".*.old*"):
-            name = old.name[1:].rsplit(".old", 1)[0]
+        if not root.is_dir():
+            return
+        for old in sorted(root.glob(".*.old*")):
+            name, _, pid = old.name[1:].rpartition(".old")
+            if pid.isdigit() and int(pid) != os.getpid() and process_alive(int(pid)):
+                continue
             if not (root / name).exists():
                 old.rename(root / name)
             else:
