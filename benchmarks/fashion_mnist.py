@@ -577,7 +577,7 @@ def evaluate_protocol(
         test,
         ks=sorted({1, 10, 100, 1000, k}),
         num_particles=k,
-        batch_size=int(proto.get("eval_batch", 100)) // 2 or 1,
+        batch_size=int(proto["eval_batch"]),
         seed=proto["seed"],
     )
     eval_seconds = time.perf_counter() - started
