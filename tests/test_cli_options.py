@@ -7,7 +7,6 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -20,11 +19,8 @@ TINY = ["--hidden-dims", "8", "--batch-size", "50", "--quiet"]
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch) -> Path:
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "bits.npy", (rng.random((200, 12)) < 0.3).astype(np.float32))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def ws(bits_ws) -> Path:
+    return bits_ws
 
 
 def train(*extra: str) -> int:

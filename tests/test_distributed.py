@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 import torch.multiprocessing as mp
-from torch import nn
+from deterministic import MapFactor
 
 import pyrogen
 from pyrogen import distributed
@@ -33,32 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 WORLD = 2
 TRAIN = {"n": 33, "batch_size": 8, "epochs": 3, "lr": 0.05}  # last batch: 1 row, rank 1 gets none
 EVAL = {"n": 23, "ks": (1, 5), "num_particles": 10, "batch_size": 4, "seed": 3}
-
-
-class MapFactor(pyrogen.GenerativeModel):
-    """Linear-Gaussian factor model with a point-mass (MAP) guide.
-
-    p(z) = N(0, I_k), p(x | z) = N(W z + b, I_D); q(z | x) = Delta(A x + c). The Delta guide is
-    reparametrized and draws no noise, so Trace_ELBO's loss -[log p(x, z) - log q(z | x)] with
-    z = A x + c is a deterministic function of the parameters and the batch: one process and two
-    processes then take the same steps up to floating-point rounding, which a guide that samples
-    (each rank from its own stream) could not give.
-    """
-
-    def __init__(self, data_dim: int = 6, latent_dim: int = 2) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.decoder = nn.Linear(latent_dim, data_dim)
-        self.encoder = nn.Linear(data_dim, latent_dim)
-
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
-
-    def guide(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Delta(self.encoder(x), event_dim=1))
 
 
 def train_data() -> tuple[torch.Tensor, torch.Tensor]:

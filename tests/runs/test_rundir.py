@@ -27,11 +27,8 @@ TINY = ["--hidden-dims", "8", "--latent-dim", "2", "--batch-size", "50", "--quie
 
 
 @pytest.fixture
-def ws(tmp_path, monkeypatch) -> Path:
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "bits.npy", (rng.random((200, 12)) < 0.3).astype(np.float32))
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
+def ws(bits_ws) -> Path:
+    return bits_ws
 
 
 def train(*extra: str) -> int:

@@ -9,43 +9,14 @@ from __future__ import annotations
 
 import math
 
-import pyro
-import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
+from deterministic import MapFactor
 
 import pyrogen
 from pyrogen.bounds import log_weights
 
 N, D, K = 20, 6, 2
-
-
-class MapFactor(pyrogen.GenerativeModel):
-    """p(z) = N(0, I), p(x | z) = N(W z + b, I); q(z | x) = Delta(A x + c)."""
-
-    def __init__(self, data_dim: int = D, latent_dim: int = K) -> None:
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.decoder = nn.Linear(latent_dim, data_dim)
-        self.encoder = nn.Linear(data_dim, latent_dim)
-
-    def model(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(self.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
-
-    def guide(self, x: torch.Tensor) -> None:
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Delta(self.encoder(x), event_dim=1))
-
-    def parts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per point: log p(x | z) and log p(z) at z = A x + c."""
-        z = self.encoder(x)
-        return (
-            dist.Normal(self.decoder(z), 1.0).log_prob(x).sum(-1),
-            dist.Normal(0.0, 1.0).log_prob(z).sum(-1),
-        )
 
 
 def data() -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,7 +28,7 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
 
 def fresh() -> MapFactor:
     torch.manual_seed(1)
-    return MapFactor()
+    return MapFactor(D, K)
 
 
 class Steps:
