@@ -17,6 +17,7 @@ from pyrogen.data import Dataset, load_dataset
 from pyrogen.errors import ConfigError, ContractError, DataError, PyrogenError, RunDirError
 from pyrogen.model import GenerativeModel, check_model
 from pyrogen.runs import RunDir, evaluate_run, load_run
+from pyrogen.trace import as_pair, param_scope
 from pyrogen.train import TrainConfig, fit, register_objective
 
 __version__ = "0.1.0"
@@ -26,6 +27,7 @@ __all__ = [
     "BDMCResult",
     "Gaps",
     "ais",
+    "as_pair",
     "bdmc",
     "inference_gaps",
     "ConfigError",
@@ -48,6 +50,7 @@ __all__ = [
     "load_dataset",
     "load_run",
     "log_weights",
+    "param_scope",
     "register_objective",
     "report",
     "summarize",

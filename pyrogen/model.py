@@ -14,27 +14,30 @@ import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.nn import PyroModule
 
 from pyrogen.errors import ContractError
+from pyrogen.trace import (
+    Layout,
+    as_pair,
+    is_deterministic,
+    is_subsample,
+    probe,
+    run_model,
+    run_traced,
+    split_pair,
+)
 
 __all__ = [
-    "DATA_PLATE",
     "GenerativeModel",
     "SiteInfo",
     "check_model",
-    "is_subsample",
     "latent_sites",
     "observed_sites",
-    "plate_nesting",
     "wants_labels",
 ]
-
-DATA_PLATE = "data"
-
 
 class GenerativeModel(PyroModule):
     """Base class of a model/guide pair.
@@ -100,8 +103,9 @@ class GenerativeModel(PyroModule):
         p = next(self.parameters(), None)
         placeholder = torch.zeros(num_samples, dim, device=p.device if p is not None else None)
         args = (placeholder,) if y is None else (placeholder, y)
-        tr = poutine.trace(poutine.uncondition(self.model)).get_trace(*args)
-        name = observed_sites(poutine.trace(self.model).get_trace(*args))[0]
+        pair = as_pair(self)
+        tr = run_model(pair, args, uncondition=True)
+        name = observed_sites(run_model(pair, args))[0]
         fn = tr.nodes[name]["fn"]
         if mean:
             try:
@@ -117,24 +121,23 @@ class SiteInfo(NamedTuple):
     latent: tuple[str, ...]
     observed: tuple[str, ...]
     max_plate_nesting: int
-    data_dim: int  # the (negative) tensor dimension of the "data" plate
+    data_dim: int  # the (negative) tensor dimension of the data plate
     params: tuple[str, ...] = ()  # pyro.param sites of the model and the guide (trained too)
-
-
-def is_subsample(site: dict) -> bool:
-    """True for the sample site a ``pyro.plate`` records for its subsample indices."""
-    return type(site["fn"]).__name__ == "_Subsample"
+    layout: Layout | None = None  # everything pyrogen.trace.probe learnt
 
 
 def wants_labels(fn: Callable) -> bool:
-    """True when a model or guide takes the labels ``y`` as an argument (a conditional model)."""
+    """True when a model or guide needs the labels ``y`` (an argument ``y`` without a default:
+    a conditional model); ``y=None`` makes the labels optional (a semi-supervised model)."""
     try:
-        return "y" in inspect.signature(fn).parameters
+        param = inspect.signature(fn).parameters.get("y")
     except (TypeError, ValueError):
         return False
+    return param is not None and param.default is inspect.Parameter.empty
 
 
 def latent_sites(trace: poutine.Trace) -> list[str]:
+    """The unobserved sample sites of a trace (plates' subsample sites left out)."""
     return [
         name
         for name, site in trace.nodes.items()
@@ -143,30 +146,12 @@ def latent_sites(trace: poutine.Trace) -> list[str]:
 
 
 def observed_sites(trace: poutine.Trace) -> list[str]:
+    """The observed sample sites of a trace (``pyro.deterministic`` sites left out)."""
     return [
         name
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"]
+        if site["type"] == "sample" and site["is_observed"] and not is_deterministic(site)
     ]
-
-
-def plate_nesting(*traces: poutine.Trace) -> int:
-    """How many tensor dims the vectorized plates of these traces use (Pyro's max_plate_nesting)."""
-    nesting = 0
-    for tr in traces:
-        for site in tr.nodes.values():
-            if site["type"] == "sample":
-                for frame in site["cond_indep_stack"]:
-                    if frame.vectorized and frame.dim is not None:
-                        nesting = max(nesting, -frame.dim)
-    return nesting
-
-
-def _data_frame(site: dict) -> Any | None:
-    for frame in site["cond_indep_stack"]:
-        if frame.name == DATA_PLATE:
-            return frame
-    return None
 
 
 def _describe(fn: Any) -> str:
@@ -207,28 +192,31 @@ def _check_rows(support: Any, rows: torch.Tensor) -> torch.Tensor:
 
 
 def check_model(
-    model: Callable,
-    x: torch.Tensor,
+    model: Any,
     *args: Any,
     guide: Callable | None = None,
     per_datapoint: bool = False,
     all_rows: torch.Tensor | None = None,
     reparametrized: bool = True,
+    data_plate: str | None = None,
     **kwargs: Any,
 ) -> SiteInfo:
-    """Runs model and guide once on ``x`` and checks the pair keeps the contract.
+    """Runs model and guide once on a batch and checks the pair keeps the contract.
 
     Arguments:
-        model: a :class:`GenerativeModel` (its ``model``/``guide`` are used) or a model callable.
-        x: a small batch of data [B, D].
-        *args: further arguments of model and guide (e.g. labels ``y``).
-        guide: the guide callable when ``model`` is a plain callable.
+        model: the model callable followed by the guide (``check_model(model, guide, x)``, as
+            Pyro's ``SVI``), or a pair: a :class:`GenerativeModel`, any object with ``model``
+            and ``guide`` methods, or a ``(model, guide)`` tuple (``check_model(vae, x)``).
+        *args: the batch x [B, D] and the pair's other arguments (e.g. labels ``y``).
+        guide: the guide, where ``model`` is the model callable (the older spelling).
         per_datapoint: also require every latent site to sit inside the data plate, as
             per-datapoint importance weights need.
         all_rows: the whole data set of which ``x`` is the first rows; where the model observes
             the data as given, every row is checked against the observation's support.
         reparametrized: require every guide site to have ``rsample`` (all objectives but
-            ``score-function``).
+            ``score-function`` and ``enum``).
+        data_plate: the data plate's name, where two plates have the batch's size.
+        **kwargs: keyword arguments of model and guide.
 
     Returns:
         :class:`SiteInfo` with the latent and observed site names, the plate layout and the
@@ -240,139 +228,119 @@ def check_model(
             disagree, the observation is outside the data plate, or the data fall outside the
             observation's support.
     """
-    if isinstance(model, GenerativeModel):
-        model, guide = model.model, model.guide
-    if guide is None:
-        raise ContractError("check_model needs a guide: pass a GenerativeModel or guide=...")
+    if guide is not None:
+        pair = as_pair(model, guide)
+    else:
+        pair, args = split_pair(model, args)
+    if not args and not kwargs:
+        raise ContractError("check_model needs the data: check_model(model, guide, x, ...)")
+    with torch.random.fork_rng(devices=[]):  # checking leaves the user's random stream be
+        guide_tr = run_traced(pair, args, kwargs)
+        prior_tr = run_model(pair, args, kwargs)
+        _check_shapes(guide_tr, prior_tr)  # before the model meets the guide's draws
+        model_tr = run_traced(
+            pair, args, kwargs, poutine.replay(pair.model, trace=guide_tr), "model on the guide's draws"
+        )
+    layout = probe(
+        pair, args, kwargs, data_plate, per_datapoint=per_datapoint, traces=(guide_tr, model_tr)
+    )
+    for name in layout.latent:
+        _check_site(name, guide_tr.nodes[name], model_tr.nodes[name], reparametrized)
+    for name in layout.observed:
+        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+        _check_support(name, model_tr.nodes[name], x, all_rows)
+    for name in layout.latent + layout.observed:
+        _check_batch_dims(name, model_tr.nodes[name])
+    return SiteInfo(
+        layout.latent,
+        layout.observed,
+        layout.nesting,
+        layout.data_dim,
+        layout.params,
+        layout,
+    )
 
-    def run(fn: Callable, what: str) -> poutine.Trace:
-        try:
-            with torch.no_grad(), pyro.validation_enabled(False):
-                return poutine.trace(fn).get_trace(x, *args, **kwargs)
-        except ContractError:
-            raise
-        except (ValueError, RuntimeError, TypeError, IndexError, KeyError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            if "Shape mismatch inside plate" in first:
-                first += " (declare a site's event dims with .to_event(...))"
-            raise ContractError(
-                f"running the {what} on a batch of shape {list(x.shape)} failed: {first}"
-            ) from e
 
-    guide_tr = run(guide, "guide")
-    prior_tr = run(model, "model")
+def _check_shapes(guide_tr: Any, prior_tr: Any) -> None:
+    """A latent site drawn by the guide has the shape the model's prior draws it in."""
     for name in latent_sites(guide_tr):
         if name in prior_tr.nodes and not prior_tr.nodes[name]["is_observed"]:
-            g, m = guide_tr.nodes[name]["value"], prior_tr.nodes[name]["value"]
-            if g.shape != m.shape:
+            gv, pv = guide_tr.nodes[name]["value"], prior_tr.nodes[name]["value"]
+            if gv.shape != pv.shape:
                 raise ContractError(
-                    f"site '{name}' has shape {list(g.shape)} in the guide but {list(m.shape)} "
-                    "in the model"
+                    f"site '{name}' has shape {list(gv.shape)} in the guide but "
+                    f"{list(pv.shape)} in the model"
                 )
-    model_tr = run(poutine.replay(model, trace=guide_tr), "model on the guide's draws")
 
-    model_latent = latent_sites(model_tr)
-    guide_latent = latent_sites(guide_tr)
-    observed = observed_sites(model_tr)
-    for name in model_latent:
-        if name not in guide_latent:
-            raise ContractError(
-                f"latent site '{name}' of the model has no site in the guide; "
-                f"the guide must sample '{name}' (guide sites: {', '.join(guide_latent) or 'none'})"
-            )
-    for name in guide_latent:
-        if name not in model_tr.nodes:
-            raise ContractError(
-                f"guide site '{name}' is not a site of the model "
-                f"(model latent sites: {', '.join(model_latent) or 'none'})"
-            )
-        if model_tr.nodes[name]["is_observed"]:
-            raise ContractError(
-                f"guide site '{name}' is observed in the model; it cannot be latent"
-            )
-    if not observed:
-        raise ContractError("the model has no observed site: pass the data with obs=x")
 
-    for name in guide_latent:
-        g, m = guide_tr.nodes[name], model_tr.nodes[name]
-        if reparametrized and not g["fn"].has_rsample:
-            raise ContractError(
-                f"guide site '{name}' draws from {_describe(g['fn'])}, which is not "
-                "reparametrizable (no rsample); pyrogen needs z = g_phi(eps, x) at every "
-                "guide site, or the objective score-function"
-            )
-        g_shape = tuple(g["value"].shape)
-        m_shape = tuple(m["fn"].batch_shape + m["fn"].event_shape)
-        if g_shape != m_shape:
-            raise ContractError(
-                f"site '{name}' has shape {list(g_shape)} in the guide but {list(m_shape)} in the "
-                f"model (batch {list(m['fn'].batch_shape)}, event {list(m['fn'].event_shape)})"
-            )
-        if len(g["fn"].event_shape) != len(m["fn"].event_shape):
-            raise ContractError(
-                f"site '{name}' has {len(g['fn'].event_shape)} event dims in the guide but "
-                f"{len(m['fn'].event_shape)} in the model; use .to_event(...) the same way in both"
-            )
+def _check_site(name: str, g: dict, m: dict, reparametrized: bool) -> None:
+    """A latent site: reparametrizable where needed, of one shape and event rank in both."""
+    if reparametrized and not g["fn"].has_rsample:
+        raise ContractError(
+            f"guide site '{name}' draws from {_describe(g['fn'])}, which is not "
+            "reparametrizable (no rsample); the objectives elbo, iwae and iwae-dreg need "
+            "z = g_phi(eps, x) at every guide site: use objective score-function or enum, or "
+            "sum the site out in the model (infer={'enumerate': 'parallel'})"
+        )
+    g_shape = tuple(g["value"].shape)
+    m_shape = tuple(m["fn"].batch_shape + m["fn"].event_shape)
+    if g_shape != m_shape:
+        raise ContractError(
+            f"site '{name}' has shape {list(g_shape)} in the guide but {list(m_shape)} in the "
+            f"model (batch {list(m['fn'].batch_shape)}, event {list(m['fn'].event_shape)})"
+        )
+    if len(g["fn"].event_shape) != len(m["fn"].event_shape):
+        raise ContractError(
+            f"site '{name}' has {len(g['fn'].event_shape)} event dims in the guide but "
+            f"{len(m['fn'].event_shape)} in the model; use .to_event(...) the same way in both"
+        )
 
-    data_dims = set()
-    for tr, who in ((model_tr, "model"), (guide_tr, "guide")):
-        for name in observed_sites(tr) + latent_sites(tr):
-            frame = _data_frame(tr.nodes[name])
-            if frame is not None:
-                data_dims.add(frame.dim)
-            elif tr.nodes[name]["is_observed"]:
-                raise ContractError(
-                    f"observed site '{name}' is not inside pyro.plate('{DATA_PLATE}', ...); "
-                    f"put the data points in a plate named '{DATA_PLATE}'"
-                )
-            elif per_datapoint:
-                raise ContractError(
-                    f"latent site '{name}' of the {who} is outside "
-                    f"pyro.plate('{DATA_PLATE}', ...): "
-                    "per-datapoint weights are undefined for a latent shared by all data points"
-                )
-    if len(data_dims) > 1:
-        raise ContractError(f"plate '{DATA_PLATE}' is used at several dims {sorted(data_dims)}")
 
-    for name in observed:
-        site = model_tr.nodes[name]
-        fn, value = site["fn"], site["value"]
-        ok = fn.support.check(value)
-        if all_rows is not None and value.shape == x.shape and torch.equal(value, x):
-            try:  # the data are observed as given: check every row, not only the probe's
-                ok, value = _check_rows(fn.support, all_rows), all_rows
-            except (RuntimeError, ValueError):  # a support that depends on the batch
-                pass
-        if not bool(ok.all()):
-            base = fn.support
-            while hasattr(base, "base_constraint"):  # .to_event(): check element by element
-                base = base.base_constraint
-            elementwise = base.check(value)
-            vals = value[~elementwise] if elementwise.shape == value.shape else value.flatten()
-            vals = vals if vals.numel() else value.flatten()
-            from pyrogen.data.support import support_hint
+def _check_support(
+    name: str, site: dict, x: torch.Tensor | None, all_rows: torch.Tensor | None
+) -> None:
+    """The observed values lie in the observation's support (every row of ``all_rows`` where
+    the model observes the data as given)."""
+    fn, value = site["fn"], site["value"]
+    if not hasattr(fn, "support") or type(fn).__name__ == "Unit":
+        return
+    ok = fn.support.check(value)
+    if (
+        all_rows is not None
+        and x is not None
+        and value.shape == x.shape
+        and torch.equal(value, x)
+    ):
+        try:  # the data are observed as given: check every row, not only the probe's
+            ok, value = _check_rows(fn.support, all_rows), all_rows
+        except (RuntimeError, ValueError):  # a support that depends on the batch
+            pass
+    if bool(ok.all()):
+        return
+    base = fn.support
+    while hasattr(base, "base_constraint"):  # .to_event(): check element by element
+        base = base.base_constraint
+    elementwise = base.check(value)
+    vals = value[~elementwise] if elementwise.shape == value.shape else value.flatten()
+    vals = vals if vals.numel() else value.flatten()
+    from pyrogen.data.support import support_hint
 
-            hint = support_hint(fn.support, value)
-            hint = f"; {hint}" if hint else ""
-            raise ContractError(
-                f"observed site '{name}' ({_describe(fn)}, support {fn.support}) gets values "
-                f"outside its support, e.g. {float(vals.flatten()[0]):.4g} in "
-                f"{_first_bad_rows(value, ok)}{hint}"
-            )
-
-    max_nesting = plate_nesting(model_tr, guide_tr)
-    for name in model_latent + observed:
-        site = model_tr.nodes[name]
-        lp_shape = site["fn"].batch_shape
-        plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
-        for i in range(1, len(lp_shape) + 1):
-            if lp_shape[-i] != 1 and -i not in plate_dims:
-                raise ContractError(
-                    f"site '{name}' has batch shape {list(lp_shape)}, but dim {-i} is not a plate; "
-                    f"declare the event dims with .to_event(...)"
-                )
-    data_dim = data_dims.pop() if data_dims else -1
-    params = sorted(
-        {n for tr in (guide_tr, model_tr) for n, s in tr.nodes.items() if s["type"] == "param"}
+    hint = support_hint(fn.support, value)
+    hint = f"; {hint}" if hint else ""
+    raise ContractError(
+        f"observed site '{name}' ({_describe(fn)}, support {fn.support}) gets values "
+        f"outside its support, e.g. {float(vals.flatten()[0]):.4g} in "
+        f"{_first_bad_rows(value, ok)}{hint}"
     )
-    return SiteInfo(tuple(model_latent), tuple(observed), max_nesting, data_dim, tuple(params))
+
+
+def _check_batch_dims(name: str, site: dict) -> None:
+    """Every batch dim of a site's distribution that is not 1 belongs to a plate."""
+    lp_shape = site["fn"].batch_shape
+    plate_dims = {f.dim for f in site["cond_indep_stack"] if f.vectorized}
+    for i in range(1, len(lp_shape) + 1):
+        if lp_shape[-i] != 1 and -i not in plate_dims:
+            raise ContractError(
+                f"site '{name}' has batch shape {list(lp_shape)}, but dim {-i} is not a plate; "
+                f"declare the event dims with .to_event(...)"
+            )

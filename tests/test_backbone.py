@@ -77,13 +77,15 @@ def gaussian_data(n: int = 200, scale: float = 5.0) -> torch.Tensor:
 
 
 def fit_sigma_run(tmp_path: Path, epochs: int = 2, **settings) -> tuple[Path, Path]:
-    """A run written by pyrogen.fit from a model file in tmp_path; returns (run, model file)."""
+    """A run written by pyrogen.fit from a model file in tmp_path; returns (run, model file).
+    The trained model is ``fit_sigma_run.model``."""
     file = write_model(tmp_path)
     cls, _ = load_model_class(str(file))
     x = gaussian_data()
     run = tmp_path / "pyrun"
+    fit_sigma_run.model = cls(12)
     pyrogen.fit(
-        cls(12),
+        fit_sigma_run.model,
         x[:150],
         x[150:],
         out=run,
@@ -124,7 +126,7 @@ def error_of(capsys) -> str:
 
 def test_pyro_param_sites_are_trained_checkpointed_and_loaded(tmp_path):
     run, _ = fit_sigma_run(tmp_path, epochs=5, lr=0.1)  # data of scale 5, sigma starts at 1
-    trained = pyro.param("sigma").detach().item()
+    trained = sigma_of(fit_sigma_run.model)
     assert trained > 1.5, f"sigma moved from 1.0 to {trained} only: the pyro.param is not trained"
     checkpoint = torch.load(run / "checkpoint.pt", weights_only=True)
     assert checkpoint["pyro_params"]["sigma"].item() == pytest.approx(trained, rel=1e-6)
@@ -132,13 +134,18 @@ def test_pyro_param_sites_are_trained_checkpointed_and_loaded(tmp_path):
     pyro.clear_param_store()
     forget_user_modules()
     loaded = pyrogen.load_run(run)
-    assert "sigma" in pyro.get_param_store().keys()
-    assert pyro.param("sigma").detach().item() == pytest.approx(trained, rel=1e-6)
+    assert "sigma" not in pyro.get_param_store().keys()  # the model's own, not the global store
+    assert sigma_of(loaded.model) == pytest.approx(trained, rel=1e-6)
     # the loaded model reads the restored value (its log-weights use sigma = trained)
     x = gaussian_data()[:4]
     lw = pyrogen.log_weights(loaded.model.model, loaded.model.guide, x, num_particles=3)
     assert torch.isfinite(lw).all()
-    assert pyro.param("sigma").detach().item() == pytest.approx(trained, rel=1e-6)
+    assert sigma_of(loaded.model) == pytest.approx(trained, rel=1e-6)
+
+
+def sigma_of(model) -> float:
+    """The value of the pyro.param 'sigma' in the model's own parameter scope."""
+    return pyrogen.param_scope(model).value("sigma").detach().item()
 
 
 class Record(pyrogen.train.hooks.Callback):
@@ -150,7 +157,7 @@ class Record(pyrogen.train.hooks.Callback):
 
 def test_resume_continues_from_the_checkpointed_pyro_param(tmp_path):
     run, file = fit_sigma_run(tmp_path, epochs=2, lr=0.1)
-    trained = pyro.param("sigma").detach().item()
+    trained = sigma_of(fit_sigma_run.model)
     assert abs(trained - 1.0) > 0.1
     pyro.clear_param_store()
     cls, _ = load_model_class(str(file))
@@ -165,11 +172,11 @@ def test_resume_continues_from_the_checkpointed_pyro_param(tmp_path):
 
 def test_load_run_restores_a_pyro_param_with_its_constraint(tmp_path):
     run, _ = fit_sigma_run(tmp_path, epochs=2, lr=0.1)
-    trained = pyro.param("sigma").detach().item()
+    trained = sigma_of(fit_sigma_run.model)
     pyro.clear_param_store()
     forget_user_modules()
-    pyrogen.load_run(run)
-    unconstrained = dict(pyro.get_param_store().named_parameters())["sigma"]
+    loaded = pyrogen.load_run(run)
+    unconstrained = pyrogen.param_scope(loaded.model).unconstrained(["sigma"])[0]
     assert unconstrained.detach().item() == pytest.approx(math.log(trained), rel=1e-5)
 
 

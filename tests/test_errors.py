@@ -291,15 +291,15 @@ def cases() -> list:
                 ),
                 t / "out",
             ),
-            expect=("site 'z'", "shape", "[8, 1]", "[8, 2]"),
+            expect=("site 'z'", "shape", "[128, 1]", "[128, 2]"),
         ),
         "latent-outside-plate-evaluate": lambda t, r: C(
             ["evaluate", str(outside_plate_run(t, r)), "--ks", "1,2", "--limit", "5"],
-            expect=("latent site 'shared'", "outside pyro.plate('data'"),
+            expect=("latent site 'shared'", "outside the data plate 'data'"),
         ),
         "latent-outside-plate-train": lambda t, r: C(
             train_argv(write_model(t, OUTSIDE_PLATE), t / "out"),
-            expect=("latent site 'shared'", "outside pyro.plate('data'"),
+            expect=("latent site 'shared'", "outside the data plate 'data'"),
         ),
         # --- data -----------------------------------------------------------------------------
         "data-unknown-name": lambda t, r: C(

@@ -18,14 +18,16 @@ from pathlib import Path
 import pandas as pd
 import pyro
 import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
 from pyro.infer import Trace_ELBO
 from torch.distributions import normal as torch_normal
 
 import pyrogen
-from pyrogen.bounds import log_density, log_weights, trace_pair
-from pyrogen.train import _AnnealLatents, _trace_elbo_loss, objective_loss, seed_everything
+from pyrogen.bounds import log_weights
+from pyrogen.trace import Pair, as_pair, elbo_surrogate
+from pyrogen.train import _AnnealLatents, objective_loss, seed_everything
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -90,7 +92,7 @@ def test_fast_elbo_is_trace_elbo(pair: int, beta: float) -> None:
             model, lambda: elbo.differentiable_loss(fn_model, fn_guide, x), seed=5
         )
         fast, fast_grads = _loss_and_grads(
-            model, lambda: _trace_elbo_loss(fn_model, fn_guide, (x,)), seed=5
+            model, lambda: elbo_surrogate(Pair(fn_model, fn_guide), (x,)), seed=5
         )
     assert torch.allclose(fast, ref, rtol=1e-6, atol=1e-5), (float(fast), float(ref))
     for p, (a, b) in zip(model.state_dict(), zip(fast_grads, ref_grads)):
@@ -128,7 +130,7 @@ def test_fit_falls_back_to_trace_elbo_for_a_score_function_site() -> None:
 
     m, x = Discrete(), torch.randn(4, 3)
     with pyro.validation_enabled(False):
-        assert _trace_elbo_loss(m.model, m.guide, (x,)) is None
+        assert elbo_surrogate(Pair(m.model, m.guide), (x,)) is None
         loss, value = objective_loss(m, (x,), "elbo", 1, 1, Trace_ELBO(max_plate_nesting=1))
     loss.backward()
     # only Trace_ELBO's score-function term carries a gradient to the guide's logits
@@ -139,9 +141,15 @@ def test_fit_falls_back_to_trace_elbo_for_a_score_function_site() -> None:
 def test_log_weights_equal_the_traced_computation(pair: int) -> None:
     model, x = _pairs()[pair]
     seed_everything(4)
-    with pyro.validation_enabled(False):
-        guide_tr, model_tr = trace_pair(model.model, model.guide, (x,), {}, 5, 1)
-        ref = log_density(model_tr, 1, "model") - log_density(guide_tr, 1, "guide", observed=False)
+    with pyro.validation_enabled(False), torch.no_grad(), pyro.plate("particles", 5, dim=-2):
+        guide_tr = poutine.trace(model.guide).get_trace(x)
+        model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x)
+
+    def total(tr: poutine.Trace) -> torch.Tensor:  # raw log-densities, [particles, N]
+        sites = [s for s in tr.nodes.values() if s["type"] == "sample" and s["name"] != "data"]
+        return sum(s["fn"].log_prob(s["value"]).expand(5, x.shape[0]) for s in sites)
+
+    ref = total(model_tr) - total(guide_tr)
     seed_everything(4)
     lw = log_weights(model.model, model.guide, x, num_particles=5, max_plate_nesting=1)
     assert torch.equal(lw, ref)
@@ -160,12 +168,13 @@ def test_log_weights_do_not_depend_on_the_chunk_size(monkeypatch: pytest.MonkeyP
         offset[0] += shape[0]
         return take.to(dtype=dtype, device=device)
 
+    layout = pyrogen.trace.probe(as_pair(model), (x,))  # the probe's own draws come first
     monkeypatch.setattr(torch_normal, "_standard_normal", from_pool)
     results = {}
     for chunk in (1, 5, 12):
         offset[0] = 0
         results[chunk] = log_weights(
-            model.model, model.guide, x, num_particles=num, chunk_size=chunk, max_plate_nesting=1
+            model.model, model.guide, x, num_particles=num, chunk_size=chunk, layout=layout
         )
         assert offset[0] == num
     for chunk in (1, 5):

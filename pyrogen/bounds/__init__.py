@@ -19,35 +19,31 @@ References:
     | Yes, but Did It Work?: Evaluating Variational Inference (Yao et al., 2018)
     | https://arxiv.org/abs/1802.02538
 
-Layout: :mod:`pyrogen.bounds.weights` draws the weights (tracing, per-site sums, chunks of
-particles); :mod:`pyrogen.bounds.estimators` reduces them (IWAE_k, ESS, k-hat, tables).
+Layout: :mod:`pyrogen.trace` runs the pair; :mod:`pyrogen.bounds.weights` draws the weights in
+chunks of particles; :mod:`pyrogen.bounds.estimators` reduces them (IWAE_k, ESS, k-hat, tables).
 """
 
-# the public names, and (`name as name`) the helpers training, tests and benchmarks import
 # AIS and BDMC: the functions are pyrogen.ais and pyrogen.bdmc; here the names stay the modules
 from pyrogen.bounds.ais import AISResult
 from pyrogen.bounds.bdmc import BDMCResult
-from pyrogen.bounds.estimators import MIN_KHAT_DRAWS as MIN_KHAT_DRAWS
-from pyrogen.bounds.estimators import Evaluation, estimate, evaluate, iwae, parse_ks, summarize
-from pyrogen.bounds.estimators import _group_ess as _group_ess
-from pyrogen.bounds.estimators import pareto_khat as pareto_khat
+from pyrogen.bounds.estimators import (
+    MIN_KHAT_DRAWS,
+    Evaluation,
+    estimate,
+    evaluate,
+    iwae,
+    pareto_khat,
+    parse_ks,
+    summarize,
+)
 from pyrogen.bounds.gaps import Gaps, inference_gaps
-from pyrogen.bounds.weights import CHUNK_ELEMENTS as CHUNK_ELEMENTS
-from pyrogen.bounds.weights import PARTICLE_PLATE as PARTICLE_PLATE
-from pyrogen.bounds.weights import _chunk_weights as _chunk_weights
-from pyrogen.bounds.weights import _in_particle_plate as _in_particle_plate
-from pyrogen.bounds.weights import _max_plate_nesting as _max_plate_nesting
-from pyrogen.bounds.weights import _site_log_prob as _site_log_prob
-from pyrogen.bounds.weights import _SiteRecorder as _SiteRecorder
-from pyrogen.bounds.weights import _subsample_sites as _subsample_sites
-from pyrogen.bounds.weights import _sum_log_probs as _sum_log_probs
-from pyrogen.bounds.weights import log_density as log_density
-from pyrogen.bounds.weights import log_weights
-from pyrogen.bounds.weights import trace_pair as trace_pair
+from pyrogen.bounds.weights import CHUNK_ELEMENTS, log_weights
 
 __all__ = [
     "AISResult",
     "BDMCResult",
+    "CHUNK_ELEMENTS",
+    "MIN_KHAT_DRAWS",
     "Gaps",
     "inference_gaps",
     "Evaluation",
@@ -55,6 +51,7 @@ __all__ = [
     "evaluate",
     "iwae",
     "log_weights",
+    "pareto_khat",
     "parse_ks",
     "summarize",
 ]

@@ -46,16 +46,9 @@ from torch.distributions import biject_to, constraints
 
 from pyrogen import distributed
 from pyrogen.bounds.estimators import iwae
-from pyrogen.bounds.weights import (
-    CHUNK_ELEMENTS,
-    PARTICLE_PLATE,
-    _max_plate_nesting,
-    _SiteRecorder,
-    _subsample_sites,
-    _sum_log_probs,
-)
+from pyrogen.bounds.weights import CHUNK_ELEMENTS, layout_of
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.model import DATA_PLATE
+from pyrogen.trace import Layout, Pair, data_rows, densities, draw, split_pair, take_rows
 
 __all__ = ["AISResult", "ais", "annealing_schedule", "hmc_transition", "pair_log_densities"]
 
@@ -143,63 +136,43 @@ class AISResult(NamedTuple):
 
 
 def pair_log_densities(
-    model: Callable,
-    guide: Callable | None,
+    pair: Pair,
+    layout: Layout,
     args: tuple,
+    kwargs: dict,
     values: dict[str, torch.Tensor],
     size: int,
-    nesting: int,
-    subsample: dict[str, dict] | None = None,
+    with_guide: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """log p(x, z) and log q(z | x), each [size, N], at given latent values z (a dict by site).
+    """log p(x, z) and log q(z | x), each [size, N], at given latent values z (a dict by site,
+    the chain dim first); with ``with_guide=False`` only the model runs and log q is None.
 
-    The one place where the AIS, BDMC and gap code runs the model/guide pair; it stands on the
-    helpers of :mod:`pyrogen.bounds.weights` (the guide and the model replayed on ``values`` under
-    a plate of ``size`` particles), so a change of tracing core is a change here only. With
-    ``guide=None`` only the model runs and log q is None.
+    The AIS, BDMC and gap code runs the pair here, through :func:`pyrogen.trace.densities`.
     """
-    dim = -(nesting + 1)
-    replay = {n: {"value": v, "infer": {}} for n, v in values.items()}
-    replay.update(subsample or {})
-    log_q = None
-    if guide is not None:
-        guide_run = _SiteRecorder(replay)
-        with guide_run, pyro.plate(PARTICLE_PLATE, size, dim=dim):
-            guide(*args)
-        log_q = _sum_log_probs(guide_run.latent(), nesting, "guide")
-        replay = guide_run.unobserved()
-    model_run = _SiteRecorder(replay)
-    with model_run, pyro.plate(PARTICLE_PLATE, size, dim=dim):
-        model(*args)
-    observed = model_run.observed()
-    if not observed:
-        raise ContractError("the model has no observed site: pass the data with obs=x")
-    missing = {m["name"] for m in model_run.latent()} - set(values)
-    if missing:
-        raise ContractError(f"model latent site(s) {sorted(missing)} are not sampled by the guide")
-    log_p = _sum_log_probs(model_run.latent() + observed, nesting, "model")
-    n = log_p.shape[-1]
-    return log_p.expand(size, n), (None if log_q is None else log_q.expand(size, n))
+    d = densities(pair, layout, args, kwargs, size, values=values, with_guide=with_guide)
+    return d.log_p, d.log_q
 
 
 class _Site:
     """A latent site in unconstrained coordinates: its bijection, data dim and mass scale."""
 
-    def __init__(self, msg: dict, spread_from: dict | None = None) -> None:
+    def __init__(self, msg: dict, data_plate: str, spread_from: dict | None = None) -> None:
         self.name = msg["name"]
         fn = msg["fn"]
         self.event_dim = fn.event_dim
-        self.transform = biject_to(fn.support)
+        try:
+            self.transform = biject_to(fn.support)
+        except NotImplementedError:
+            raise ContractError(
+                f"guide site '{self.name}' draws from {type(fn).__name__}, whose support "
+                f"{fn.support} has no bijection to the real line: AIS moves every latent site "
+                "with HMC, so it needs continuous latent sites"
+            ) from None
         base = fn.support
         while isinstance(base, constraints.independent):
             base = base.base_constraint
         self.identity = base is constraints.real
-        frames = [f for f in msg["cond_indep_stack"] if f.name == DATA_PLATE]
-        if not frames:
-            raise ContractError(
-                f"latent site '{self.name}' of the guide is outside pyro.plate('{DATA_PLATE}', "
-                "...): per-datapoint AIS needs every latent inside the data plate"
-            )
+        frames = [f for f in msg["cond_indep_stack"] if f.name == data_plate]
         value = msg["value"]
         self.data_index = value.dim() - self.event_dim + frames[0].dim
         self.shape = tuple(value.shape)
@@ -248,40 +221,18 @@ class _Target:
     """The annealed densities of one chunk of points: evaluates log p, log q and their gradients
     in unconstrained space."""
 
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        args: tuple,
-        size: int,
-        nesting: int,
-    ) -> None:
-        self.model, self.guide, self.args, self.size, self.nesting = (
-            model,
-            guide,
-            args,
-            size,
-            nesting,
-        )
-        with torch.no_grad():
-            run = _SiteRecorder()
-            with run, pyro.plate(PARTICLE_PLATE, size, dim=-(nesting + 1)):
-                guide(*args)
-        latent = run.latent()
+    def __init__(self, pair: Pair, layout: Layout, args: tuple, kwargs: dict, size: int) -> None:
+        self.pair, self.layout, self.args, self.kwargs, self.size = pair, layout, args, kwargs, size
+        latent = draw(pair, layout, args, kwargs, size)
         if not latent:
             raise ContractError("the guide has no latent site: nothing to anneal")
         spread = {m["name"]: m for m in latent}
         if len(latent) > 1:
             # a later site's spread depends on earlier draws: take the mass matrix from a
             # separate draw, so no transition depends on the chains' own starting points
-            with torch.no_grad():
-                other = _SiteRecorder()
-                with other, pyro.plate(PARTICLE_PLATE, size, dim=-(nesting + 1)):
-                    guide(*args)
-            spread = {m["name"]: m for m in other.latent()}
-        self.sites = [_Site(m, spread.get(m["name"])) for m in latent]
+            spread = {m["name"]: m for m in draw(pair, layout, args, kwargs, size)}
+        self.sites = [_Site(m, layout.data_plate, spread.get(m["name"])) for m in latent]
         self.latent_msgs = latent
-        self.subsample = _subsample_sites(run)
         self.first_draw = {m["name"]: m["value"].detach() for m in latent}
         # a single-site guide depends on x alone: keep its distribution, skip the encoder later
         self.cached_fn = latent[0] if len(latent) == 1 else None
@@ -303,9 +254,14 @@ class _Target:
             leaves = {n: v.detach().requires_grad_(True) for n, v in u.items()}
             z = self.constrained(leaves)
             log_det = sum(s.log_det(leaves[s.name], z[s.name]) for s in self.sites)
-            guide = None if self.cached_fn is not None else self.guide
             log_p, log_q = pair_log_densities(
-                self.model, guide, self.args, z, self.size, self.nesting, self.subsample
+                self.pair,
+                self.layout,
+                self.args,
+                self.kwargs,
+                z,
+                self.size,
+                with_guide=self.cached_fn is None,
             )
             if log_q is None:
                 log_q = self._log_q_cached(z)
@@ -447,10 +403,10 @@ def _chunks(n: int, num_chains: int, data_numel: int, batch_size: int | None) ->
 
 
 def run_ais(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    *args: Any,
+    pair: Pair,
+    args: tuple,
+    kwargs: dict,
+    *,
     betas: torch.Tensor,
     num_chains: int,
     leapfrog_steps: int,
@@ -473,23 +429,24 @@ def run_ais(
         raise ConfigError(f"adapt must be pilot, online or none, got '{adapt}'")
     if num_chains < 1 or leapfrog_steps < 1:
         raise ConfigError("num_chains and leapfrog_steps must be positive integers")
-    n = x.shape[0]
+    n = data_rows(args, kwargs)
     if n == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
-    nesting = _max_plate_nesting(model, guide, (x[:2], *(a[:2] for a in args)), {})
+    x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim())
     points, chains = _chunks(n, num_chains, int(x[0].numel()), batch_size)
+    layout = layout_of(pair, *take_rows(args, kwargs, n, slice(0, points)))
     pieces = []
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), pair.scope.active():
         for s in distributed.shard(range(0, n, points)):
-            batch = (x[s : s + points], *(a[s : s + points] for a in args))
-            m = batch[0].shape[0]
+            batch, batch_kw = take_rows(args, kwargs, n, slice(s, s + points))
+            m = min(points, n - s)
             first = None if start is None else {k: v.narrow(i, s, m) for k, (v, i) in start.items()}
             fixed = None if step_sizes is None else step_sizes[:, s : s + m]
             eps0 = torch.full((m,), float(step_size), dtype=x.dtype, device=x.device)
             if fixed is None and adapt == "pilot" and len(betas) > 2:
                 if seed is not None:
                     torch.manual_seed(seed * 1_000_003 + s + 999_983)
-                pilot = _Target(model, guide, batch, pilot_chains, nesting)
+                pilot = _Target(pair, layout, batch, batch_kw, pilot_chains)
                 fixed = _anneal(
                     pilot,
                     betas,
@@ -505,7 +462,7 @@ def run_ais(
                 size = min(chains, num_chains - g)
                 if seed is not None:
                     torch.manual_seed(seed * 1_000_003 + s + 7_919 * g)
-                target = _Target(model, guide, batch, size, nesting)
+                target = _Target(pair, layout, batch, batch_kw, size)
                 groups.append(
                     _anneal(
                         target,
@@ -538,9 +495,7 @@ def _expand(values: dict[str, torch.Tensor] | None, size: int) -> dict[str, torc
 
 @torch.no_grad()
 def ais(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
+    model: Any,
     *args: Any,
     num_chains: int = 16,
     num_steps: int = 500,
@@ -552,6 +507,7 @@ def ais(
     target_acceptance: float = TARGET_ACCEPTANCE,
     batch_size: int | None = None,
     seed: int | None = 0,
+    **kwargs: Any,
 ) -> AISResult:
     r"""AIS estimate of log p(x) for every row of ``x``, annealing from the guide with HMC.
 
@@ -565,8 +521,10 @@ def ais(
     ``torch.no_grad`` except for each leapfrog step's gradient (no graph outlives a step).
 
     Arguments:
-        model, guide: the pair's callables; every latent site lies in the data plate.
-        x: data [N, D]; further positional ``args`` (e.g. labels) are batched alongside.
+        model: the model callable followed by the guide (``ais(model, guide, x)``), or a pair
+            (``ais(vae, x)``); every latent site lies in the data plate and is continuous.
+        *args: the data x [N, D] and the pair's other arguments (tensors whose first dimension
+            is N are batched alongside, anything else passes unchanged); ``**kwargs`` likewise.
         num_chains: C, independent chains per point.
         num_steps: T, the number of intermediate distributions.
         leapfrog_steps: L, leapfrog steps per HMC transition.
@@ -597,11 +555,11 @@ def ais(
     """
     started = time.perf_counter()
     betas = annealing_schedule(num_steps, schedule)
+    pair, args = split_pair(model, args)
     chains = run_ais(
-        model,
-        guide,
-        x,
-        *args,
+        pair,
+        args,
+        kwargs,
         betas=betas,
         num_chains=num_chains,
         leapfrog_steps=leapfrog_steps,

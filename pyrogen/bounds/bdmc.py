@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 import pyro
@@ -32,9 +31,9 @@ import torch
 
 from pyrogen.bounds.ais import TARGET_ACCEPTANCE, annealing_schedule, run_ais
 from pyrogen.bounds.estimators import iwae
-from pyrogen.bounds.weights import PARTICLE_PLATE, _max_plate_nesting
+from pyrogen.bounds.weights import layout_of
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.model import DATA_PLATE, latent_sites, observed_sites
+from pyrogen.trace import PARTICLE_PLATE, Pair, split_pair
 
 __all__ = ["BDMCResult", "bdmc", "simulate"]
 
@@ -92,54 +91,51 @@ class BDMCResult(NamedTuple):
 
 @torch.no_grad()
 def simulate(
-    model: Callable,
-    guide: Callable,
+    pair: Pair,
     num_points: int,
     data_dim: int,
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, int]]]:
     """Draws (z, x) ~ p_theta: the data [N, D] and each latent's values [1, N, ...] with the index
     of its data dimension (the layout :func:`~pyrogen.bounds.ais.run_ais` takes as ``start``)."""
-    p = next(iter(getattr(getattr(model, "__self__", None), "parameters", lambda: [])()), None)
+    p = next(iter(pair.module.parameters()), None) if pair.module is not None else None
     placeholder = torch.zeros(
         num_points,
         data_dim,
         dtype=dtype or (p.dtype if p is not None else None),
         device=p.device if p is not None else None,
     )
-    nesting = _max_plate_nesting(model, guide, (placeholder[:2],), {})
-    observed = observed_sites(poutine.trace(model).get_trace(placeholder[:2]))
-    if len(observed) != 1:
-        raise ContractError(f"BDMC needs a model with one observed site, got {observed}")
-    with pyro.validation_enabled(False):
-        tracer = poutine.trace(poutine.uncondition(model))
-        with pyro.plate(PARTICLE_PLATE, 1, dim=-(nesting + 1)):
+    layout = layout_of(pair, (placeholder,), {})
+    if len(layout.observed) != 1:
+        raise ContractError(f"BDMC needs a model with one observed site, got {list(layout.observed)}")
+    if layout.enumerated:
+        raise ContractError(
+            f"BDMC simulates every latent site; enumerated site(s) {list(layout.enumerated)} "
+            "have no guide to reverse"
+        )
+    with pyro.validation_enabled(False), pair.scope.active():
+        tracer = poutine.trace(poutine.uncondition(pair.model))
+        with pyro.plate(PARTICLE_PLATE, 1, dim=-(layout.nesting + 1)):
             tr = tracer.get_trace(placeholder)
-    x = tr.nodes[observed[0]]["value"].reshape(-1, *placeholder.shape[1:])
+    name = layout.observed[0]
+    x = tr.nodes[name]["value"].reshape(-1, *placeholder.shape[1:])
     if x.shape != placeholder.shape:
         raise ContractError(
-            f"the observed site '{observed[0]}' has {x.numel()} values, "
-            f"not {num_points} x {data_dim}"
+            f"the observed site '{name}' has {x.numel()} values, not {num_points} x {data_dim}"
         )
     start = {}
-    for name in latent_sites(tr):
-        if name == observed[0]:
-            continue
-        site = tr.nodes[name]
-        frames = [f for f in site["cond_indep_stack"] if f.name == DATA_PLATE]
-        if not frames:
-            raise ContractError(f"latent site '{name}' is outside pyro.plate('{DATA_PLATE}', ...)")
+    for site_name in layout.latent:
+        site = tr.nodes[site_name]
+        frame = next(f for f in site["cond_indep_stack"] if f.name == layout.data_plate)
         value = site["value"]
-        start[name] = (value, value.dim() - site["fn"].event_dim + frames[0].dim)
+        start[site_name] = (value, value.dim() - site["fn"].event_dim + frame.dim)
     return x, start
 
 
 @torch.no_grad()
 def bdmc(
-    model: Callable,
-    guide: Callable,
-    num_points: int,
-    *,
+    model: Any,
+    *args: Any,
     data_dim: int | None = None,
     num_chains: int = 16,
     num_steps: int = 500,
@@ -160,8 +156,10 @@ def bdmc(
     .. math:: \hat{\mathcal U}(x) = -\log \frac{1}{C} \sum_c w^c_{\mathrm{rev}}.
 
     Arguments:
-        model, guide: the pair's callables (unconditional: one observed site, x).
-        num_points: how many (z, x) to simulate.
+        model: the model callable followed by the guide, or a pair (an object with ``model``
+            and ``guide`` methods, a ``(model, guide)`` tuple); unconditional: one observed
+            site, x.
+        *args: after the pair, ``num_points``: how many (z, x) to simulate.
         data_dim: D (default: the model's ``data_dim`` attribute).
         num_chains, num_steps, leapfrog_steps, schedule, step_size, target_acceptance,
         pilot_chains, batch_size: as in :func:`~pyrogen.bounds.ais.ais`.
@@ -175,14 +173,18 @@ def bdmc(
         | https://arxiv.org/abs/1511.02543
     """
     started = time.perf_counter()
+    pair, rest = split_pair(model, args)
+    if len(rest) != 1 or not isinstance(rest[0], int):
+        raise ConfigError("bdmc takes the pair and num_points (an integer)")
+    num_points = rest[0]
     if num_points < 1:
         raise ConfigError(f"num_points must be a positive integer, got {num_points}")
-    data_dim = data_dim or int(getattr(getattr(model, "__self__", None), "data_dim", 0))
+    data_dim = data_dim or int(getattr(pair.module, "data_dim", 0))
     if data_dim <= 0:
         raise ConfigError("bdmc needs data_dim (the model has no data_dim attribute)")
     if seed is not None:
         torch.manual_seed(seed)
-    x, start = simulate(model, guide, num_points, data_dim)
+    x, start = simulate(pair, num_points, data_dim)
     betas = annealing_schedule(num_steps, schedule)
     common = dict(
         num_chains=num_chains,
@@ -192,11 +194,11 @@ def bdmc(
         target_acceptance=target_acceptance,
         batch_size=batch_size,
     )
-    forward = run_ais(model, guide, x, betas=betas, adapt="pilot", seed=seed, **common)
+    forward = run_ais(pair, (x,), {}, betas=betas, adapt="pilot", seed=seed, **common)
     reverse = run_ais(
-        model,
-        guide,
-        x,
+        pair,
+        (x,),
+        {},
         betas=betas.flip(0),
         adapt="none",
         seed=None if seed is None else seed + 1,

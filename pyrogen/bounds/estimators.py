@@ -29,7 +29,8 @@ import torch
 from pyrogen import distributed
 from pyrogen.bounds import psis
 from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
-from pyrogen.bounds.weights import _max_plate_nesting, iter_log_weights
+from pyrogen.bounds.weights import iter_log_weights, layout_of
+from pyrogen.trace import split_pair, take_rows
 from pyrogen.errors import ConfigError
 
 __all__ = [
@@ -236,9 +237,7 @@ def _check_buffer_fits(num_draws: int, batch: int) -> None:
 
 @torch.no_grad()
 def evaluate(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
+    model: Any,
     *args: Any,
     ks: Sequence[int] = (1, 10, 100, 1000),
     num_particles: int | None = None,
@@ -246,8 +245,10 @@ def evaluate(
     chunk_size: int | None = None,
     progress: bool = False,
     seed: int | None = None,
+    data_plate: str | None = None,
+    **kwargs: Any,
 ) -> Evaluation:
-    """Evaluates the bounds of a model/guide pair on every row of ``x``.
+    """Evaluates the bounds of a model/guide pair on every row of the data.
 
     Data points are processed in batches; for each batch a pool of K = max(ks) (or
     ``num_particles``) weights per point is drawn chunk by chunk and reduced as it arrives
@@ -256,8 +257,11 @@ def evaluate(
     not the pool: it does not grow with K beyond that buffer.
 
     Arguments:
-        model, guide: the pair's callables.
-        x: data [N, D]; further positional ``args`` (e.g. labels [N]) are batched alongside.
+        model: the model callable followed by the guide (``evaluate(model, guide, x)``), or a
+            pair (``evaluate(vae, x)``: an object with ``model`` and ``guide`` methods or a
+            ``(model, guide)`` tuple).
+        *args: the data x [N, D] and the pair's other arguments: tensors whose first dimension
+            is N (labels [N]) are batched alongside, anything else passes unchanged.
         ks: the k of the IWAE bounds; 1 is the ELBO, the largest the log p(x) estimate.
         num_particles: the pool size K (default max(ks)); must be >= max(ks).
         batch_size: data points per pool (default: at most 256, and a [K, batch] pool of at most
@@ -269,6 +273,8 @@ def evaluate(
             a point's draws depend on the seed and the batch size alone, not on the order or the
             process that evaluates the batch. Under torch.distributed the batches are shared
             round-robin across ranks and every rank returns the whole gathered result.
+        data_plate: the data plate's name, where two plates have the batch's size.
+        **kwargs: keyword arguments of model and guide (batched like ``args``).
 
     Returns:
         :class:`Evaluation` with ``points`` (one row per data point) and ``summary`` (one row
@@ -278,13 +284,16 @@ def evaluate(
     num = num_particles or ks[-1]
     if num < ks[-1]:
         raise ConfigError(f"num_particles={num} is smaller than the largest k={ks[-1]}")
-    n = x.shape[0]
-    if n == 0:
+    pair, args = split_pair(model, args)
+    x = next((a for a in args if isinstance(a, torch.Tensor)), None)
+    if x is None or x.dim() == 0 or x.shape[0] == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
+    n = x.shape[0]
     if batch_size is None:
         batch_size = max(1, min(n, 2**20 // num, 256))
     _check_buffer_fits(num, min(batch_size, n))
-    nesting = _max_plate_nesting(model, guide, (x[:2], *(a[:2] for a in args)), {})
+    first, first_kw = take_rows(args, kwargs, n, slice(0, batch_size))
+    layout = layout_of(pair, first, first_kw, data_plate)
     tables = []
     starts = distributed.shard(range(0, n, batch_size))
     if progress and distributed.is_main():
@@ -294,15 +303,15 @@ def evaluate(
     for s in starts:
         if seed is not None:
             torch.manual_seed(seed * 1_000_003 + s)
-        batch = (x[s : s + batch_size], *(a[s : s + batch_size] for a in args))
-        reducer = PoolReducer(ks, num, batch[0].shape[0], x.device)
+        batch, batch_kw = take_rows(args, kwargs, n, slice(s, s + batch_size))
+        reducer = PoolReducer(ks, num, min(batch_size, n - s), x.device)
         for lw in iter_log_weights(
-            model,
-            guide,
+            pair,
             *batch,
             num_particles=num,
             chunk_size=chunk_size,
-            max_plate_nesting=nesting,
+            layout=layout,
+            **batch_kw,
         ):
             reducer.update(lw)
         tables.append((s, reducer.table()))

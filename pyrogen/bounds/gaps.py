@@ -38,7 +38,8 @@ import torch
 
 from pyrogen.bounds.ais import AISResult, _Site, _Target, pair_log_densities
 from pyrogen.bounds.estimators import iwae, pareto_khat
-from pyrogen.bounds.weights import CHUNK_ELEMENTS, _max_plate_nesting, log_weights
+from pyrogen.bounds.weights import CHUNK_ELEMENTS, layout_of, log_weights
+from pyrogen.trace import Layout, Pair, data_rows, split_pair, take_rows
 from pyrogen.errors import ConfigError
 
 __all__ = ["Gaps", "LocalGaussian", "inference_gaps"]
@@ -99,7 +100,6 @@ class LocalGaussian:
 
 
 def _local_weights(
-    model: Callable,
     target: _Target,
     q: list[LocalGaussian],
     size: int,
@@ -109,7 +109,7 @@ def _local_weights(
     u = {g.site.name: g.sample(size) for g in q}
     z = {g.site.name: g.site.transform(u[g.site.name]) for g in q}
     log_p, _ = pair_log_densities(
-        target.model, None, target.args, z, size, target.nesting, target.subsample
+        target.pair, target.layout, target.args, target.kwargs, z, size, with_guide=False
     )
     total = log_p
     for g in q:
@@ -119,17 +119,17 @@ def _local_weights(
 
 
 def fit_local(
-    model: Callable,
-    guide: Callable,
+    pair: Pair,
+    layout: Layout,
     batch: tuple,
-    nesting: int,
+    batch_kw: dict,
     steps: int,
     num_particles: int,
     lr: float,
 ) -> tuple[_Target, list[LocalGaussian]]:
     """Fits q* for one chunk of points: Adam on the sum over points of their ELBOs, cosine lr."""
     init_draws = 32
-    target = _Target(model, guide, batch, init_draws, nesting)
+    target = _Target(pair, layout, batch, batch_kw, init_draws)
     fns = {m["name"]: m["fn"] for m in target.latent_msgs}
     q = [LocalGaussian(s, fns[s.name], target.first_draw[s.name]) for s in target.sites]
     target.size = num_particles
@@ -139,7 +139,7 @@ def fit_local(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
         for _ in range(steps):
             with torch.enable_grad():
-                loss = -_local_weights(model, target, q, num_particles, detach=True).mean(0).sum()
+                loss = -_local_weights(target, q, num_particles, detach=True).mean(0).sum()
                 grads = torch.autograd.grad(loss, params)
             for p, g in zip(params, grads):
                 p.grad = torch.nan_to_num(g)
@@ -172,9 +172,7 @@ def _khat_share(khat: np.ndarray) -> float:
 
 @torch.no_grad()
 def inference_gaps(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
+    model: Any,
     *args: Any,
     steps: int = 300,
     num_particles: int = 8,
@@ -183,6 +181,7 @@ def inference_gaps(
     ais: AISResult | None = None,
     batch_size: int | None = None,
     seed: int | None = 0,
+    **kwargs: Any,
 ) -> Gaps:
     r"""Approximation and amortization gaps per data point (Cremer et al., 2018).
 
@@ -191,8 +190,10 @@ def inference_gaps(
         + (\mathrm{ELBO}[q^*] - \mathrm{ELBO}[q_\phi])
 
     Arguments:
-        model, guide: the pair's callables.
-        x: data [N, D]; further positional ``args`` are batched alongside.
+        model: the model callable followed by the guide, or a pair (an object with ``model``
+            and ``guide`` methods, a ``(model, guide)`` tuple).
+        *args: the data x [N, D] and the pair's other arguments (tensors whose first dimension
+            is N are batched alongside, anything else passes unchanged); ``**kwargs`` likewise.
         steps: Adam steps fitting q* (0 keeps q* at its start, the amortized guide's parameters).
         num_particles: draws of q* per point per step.
         eval_particles: K, draws per point for ELBO[q_phi], ELBO[q*], IWAE_K and IS with q*.
@@ -211,34 +212,34 @@ def inference_gaps(
         | https://arxiv.org/abs/1801.03558
     """
     started = time.perf_counter()
-    n = x.shape[0]
+    pair, args = split_pair(model, args)
+    n = data_rows(args, kwargs)
     if n == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
+    x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim())
     if eval_particles < 2 or steps < 0 or num_particles < 1:
         raise ConfigError("eval_particles >= 2, steps >= 0 and num_particles >= 1 are needed")
     d = int(x[0].numel())
-    nesting = _max_plate_nesting(model, guide, (x[:2], *(a[:2] for a in args)), {})
     points = batch_size or max(1, min(n, CHUNK_ELEMENTS // (8 * max(num_particles, 32) * d)))
+    layout = layout_of(pair, *take_rows(args, kwargs, n, slice(0, points)))
     cols: dict[str, list] = {}
 
     def put(name: str, v: Any) -> None:
         cols.setdefault(name, []).append(np.asarray(v.cpu() if torch.is_tensor(v) else v))
 
-    with pyro.validation_enabled(False):
+    with pyro.validation_enabled(False), pair.scope.active():
         for s in range(0, n, points):
-            batch = (x[s : s + points], *(a[s : s + points] for a in args))
+            batch, batch_kw = take_rows(args, kwargs, n, slice(s, s + points))
             if seed is not None:
                 torch.manual_seed(seed * 1_000_003 + s)
-            lw = log_weights(
-                model, guide, *batch, num_particles=eval_particles, max_plate_nesting=nesting
-            )
-            target, q = fit_local(model, guide, batch, nesting, steps, num_particles, lr)
-            chunk = max(1, CHUNK_ELEMENTS // (batch[0].shape[0] * d))
+            lw = log_weights(pair, *batch, num_particles=eval_particles, layout=layout, **batch_kw)
+            target, q = fit_local(pair, layout, batch, batch_kw, steps, num_particles, lr)
+            chunk = max(1, CHUNK_ELEMENTS // (min(points, n - s) * d))
             pieces, done = [], 0
             while done < eval_particles:
                 size = min(chunk, eval_particles - done)
                 target.size = size
-                pieces.append(_local_weights(model, target, q, size))
+                pieces.append(_local_weights(target, q, size))
                 done += size
             lw_star = torch.cat(pieces, 0)
             for name, w in (("", lw), ("_star", lw_star)):

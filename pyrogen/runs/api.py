@@ -20,6 +20,7 @@ from pyrogen.model import GenerativeModel
 from pyrogen.runs.models import build_model, load_model_class
 from pyrogen.runs.rundir import RunDir, now
 from pyrogen.runs.writing import DATA_FILE
+from pyrogen.trace import as_pair
 
 __all__ = ["Run", "RunEvaluation", "evaluate_run", "load_run", "load_run_data", "read_config"]
 
@@ -99,7 +100,7 @@ def load_run(run_dir: str | os.PathLike, model: GenerativeModel | None = None) -
     if model is None:
         model = rebuild_model(rundir, config)
     checkpoint = rundir.read_checkpoint()
-    load_parameters(model, checkpoint, str(rundir.checkpoint_path))
+    load_parameters(model, checkpoint, str(rundir.checkpoint_path), as_pair(model).scope)
     model.eval()
     return Run(
         rundir.path,
@@ -254,7 +255,9 @@ def evaluate_run(
     lock = rundir.lock("evaluate") if write and distributed.is_main() else contextlib.nullcontext()
     with lock:
         loaded = run if isinstance(run, Run) else load_run(path)
-        bad = non_finite_parameters(loaded.model, loaded.pyro_params)
+        bad = non_finite_parameters(
+            loaded.model, loaded.pyro_params, as_pair(loaded.model).scope
+        )
         if bad:
             raise RunDirError(
                 f"the checkpoint of {path} holds non-finite parameters ({', '.join(bad[:5])}): "
@@ -271,7 +274,10 @@ def evaluate_run(
         dev = _resolve_device(device)
         loaded.model.to(dev)
         x, extra = x.to(dev), tuple(e.to(dev) for e in extra)
-        check_model(loaded.model, x[:8], *(e[:8] for e in extra), per_datapoint=True, all_rows=x)
+        rows = min(x.shape[0], batch_size or 256)  # a real batch of the evaluation's size
+        check_model(
+            loaded.model, x[:rows], *(e[:rows] for e in extra), per_datapoint=True, all_rows=x
+        )
         seed_everything(seed)
         ev = evaluate(
             loaded.model.model,

@@ -23,7 +23,6 @@ from pyrogen.train.objectives import (
     register_objective,
 )
 from pyrogen.train.objectives import _AnnealLatents as _AnnealLatents
-from pyrogen.train.objectives import _trace_elbo_loss as _trace_elbo_loss
 from pyrogen.train.state import TrainState
 from pyrogen.train.step import train_step
 

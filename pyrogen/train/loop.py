@@ -15,7 +15,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,8 @@ import torch
 from pyrogen import distributed
 from pyrogen.bounds import log_weights
 from pyrogen.errors import ConfigError, DataError, format_rows
-from pyrogen.model import GenerativeModel, check_model, wants_labels
+from pyrogen.model import check_model, wants_labels
+from pyrogen.trace import Layout, Pair, as_pair, take_rows
 from pyrogen.train.config import SCHEDULES, TrainConfig
 from pyrogen.train.hooks import (
     CHECKPOINT_EVERY_S,
@@ -69,27 +70,23 @@ def seed_everything(seed: int) -> None:
 
 @torch.no_grad()
 def validation_elbo(
-    model: GenerativeModel,
+    pair: Any,
     x: torch.Tensor,
     y: torch.Tensor | None,
-    nesting: int,
+    layout: Layout | None = None,
     batch_size: int = 1000,
+    extra: tuple = (),
 ) -> float:
     """Mean single-sample ELBO per data point on ``x`` (nats): the mean over points of one
-    log-weight each, log p(x, z) - log q(z | x) with z ~ q(z | x)."""
+    log-weight each, log p(x, z) - log q(z | x) with z ~ q(z | x), by Pyro's site rules."""
+    pair = as_pair(pair)
+    n = x.shape[0]
+    args = (x,) if y is None else (x, y)
     total = 0.0
-    for s in range(0, x.shape[0], batch_size):
-        args = (
-            (x[s : s + batch_size],)
-            if y is None
-            else (x[s : s + batch_size], y[s : s + batch_size])
-        )
-        total += float(
-            log_weights(
-                model.model, model.guide, *args, num_particles=1, max_plate_nesting=nesting
-            ).sum()
-        )
-    return total / x.shape[0]
+    for s in range(0, n, batch_size):
+        batch, _ = take_rows((*args, *extra), {}, n, slice(s, s + batch_size))
+        total += float(log_weights(pair, *batch, num_particles=1, layout=layout).sum())
+    return total / n
 
 
 def _settings(config: TrainConfig | dict | None, settings: dict, optimizer: Any) -> TrainConfig:
@@ -103,15 +100,14 @@ def _settings(config: TrainConfig | dict | None, settings: dict, optimizer: Any)
 
 
 def _check_data(
-    model: GenerativeModel,
+    pair: Pair,
     train_x: torch.Tensor,
     val_x: torch.Tensor | None,
     train_y: torch.Tensor | None,
     cfg: TrainConfig,
 ) -> bool:
-    labelled = wants_labels(model.model)
-    if labelled and train_y is None:
-        raise ConfigError(f"{type(model).__name__}.model takes labels y; pass train_y")
+    if wants_labels(pair.model) and train_y is None:
+        raise ConfigError(f"{pair.name}.model takes labels y; pass train_y")
     if train_x.shape[0] == 0:
         raise ConfigError("the training data have no rows")
     if cfg.patience is not None and val_x is None:
@@ -124,11 +120,11 @@ def _check_data(
                 raise DataError(
                     f"{name} has NaN or infinite values in {format_rows(bad, limit=5)} (from 0)"
                 )
-    return labelled
+    return train_y is not None
 
 
 def _batches(
-    state: TrainState, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor | None
+    state: TrainState, cfg: TrainConfig, x: torch.Tensor, y: torch.Tensor | None, extra: tuple
 ) -> Iterator[tuple]:
     """The minibatches of the epoch under way, from where it stands (a resumed epoch goes on)."""
     n = x.shape[0]
@@ -141,14 +137,15 @@ def _batches(
         xb = x[idx]
         if cfg.binarize == "dynamic":
             xb = torch.bernoulli(xb)
-        yield (xb,) if y is None else (xb, y[idx])
+        rest, _ = take_rows(extra, {}, n, idx)
+        yield ((xb,) if y is None else (xb, y[idx])) + rest
 
 
 def fit(
-    model: GenerativeModel,
-    train_x: torch.Tensor,
+    model: Any,
+    train_x: Any,
     val_x: torch.Tensor | None = None,
-    *,
+    *more: Any,
     out: Any = None,
     train_y: torch.Tensor | None = None,
     val_y: torch.Tensor | None = None,
@@ -159,13 +156,19 @@ def fit(
     optimizer: str | Callable[..., torch.optim.Optimizer] | None = None,
     config: TrainConfig | dict | None = None,
     run_info: dict | None = None,
+    model_args: tuple = (),
+    data_plate: str | None = None,
     **settings: Any,
 ) -> pd.DataFrame:
     """Trains a model/guide pair by stochastic variational inference.
 
     Arguments:
-        model: the :class:`GenerativeModel` to train (in place). Its ``pyro.param`` sites are
-            trained beside its module parameters.
+        model: the pair to train (in place): a :class:`GenerativeModel`, any ``nn.Module`` with
+            ``model`` and ``guide`` methods, a ``(model, guide)`` tuple, or the model callable
+            followed by the guide (``fit(model, guide, train_x, ...)``, as Pyro's ``SVI``). Its
+            ``pyro.param`` sites are trained beside its module parameters, each tensor once
+            (``pyro.module`` registers the module's own). A pair of plain functions gets a fresh
+            parameter scope for this fit (see :class:`pyrogen.trace.ParamScope`).
         train_x: training data [N, D]; ``val_x`` optional validation data.
         out: a run directory (path or :class:`~pyrogen.runs.RunDir`) for config.json,
             history.csv, checkpoint.pt and a copy of the model's source: a complete run that
@@ -185,6 +188,10 @@ def fit(
         config: a :class:`~pyrogen.train.config.TrainConfig` (or dict of its fields) that the
             keyword ``settings`` override.
         run_info: more to record in config.json (the command line's data description).
+        model_args: further positional arguments of model and guide, after x (and y): a tensor
+            whose first dimension is N is sliced with the minibatch (a mask, lengths), anything
+            else passes unchanged (a temperature). Validation data need none batched.
+        data_plate: the data plate's name, where two plates have the batch's size.
         **settings: fields of :class:`~pyrogen.train.config.TrainConfig`: ``epochs``,
             ``batch_size``, ``lr``, ``objective``, ``num_particles``, ``seed``, ``binarize``,
             ``lr_schedule``, ``kl_warmup``, ``clip_norm``, ``patience``, ``on_nan``, ``device``,
@@ -204,10 +211,26 @@ def fit(
     from pyrogen.runs.rundir import RunDir
     from pyrogen.runs.writing import open_for_training
 
+    if callable(train_x) and not isinstance(train_x, torch.Tensor):  # fit(model, guide, x, ...)
+        if len(more) > 1:
+            raise ConfigError("fit takes (model, guide, train_x, val_x) at most, positionally")
+        pair = as_pair(model, train_x)
+        train_x, val_x = val_x, (more[0] if more else None)
+        if train_x is None:
+            raise ConfigError("fit(model, guide, train_x, ...) needs train_x")
+    elif more:
+        raise ConfigError("fit takes (pair, train_x, val_x) positionally; the rest by name")
+    else:
+        pair = as_pair(model)
+    if out is not None and pair.module is None:
+        raise ConfigError(
+            "a run directory (out=) records the model's class to rebuild it: pass an nn.Module "
+            "with model and guide methods, not plain functions"
+        )
     if resume and out is None:
         raise ConfigError("resume needs the run directory (out=...)")
     cfg = _settings(config, settings, optimizer)
-    labelled = _check_data(model, train_x, val_x, train_y, cfg)
+    labelled = _check_data(pair, train_x, val_x, train_y, cfg)
     if val_x is not None and val_x.shape[0] == 0:
         val_x = None
     run = None if out is None else (out if isinstance(out, RunDir) else RunDir(out))
@@ -218,7 +241,7 @@ def fit(
         if run is not None:
             cfg, checkpoint, commit = open_for_training(
                 run,
-                model,
+                pair.module,
                 cfg,
                 train_x,
                 val_x,
@@ -232,7 +255,7 @@ def fit(
                 run_info,
             )
         return _train(
-            model,
+            pair,
             cfg,
             train_x,
             val_x,
@@ -244,11 +267,13 @@ def fit(
             progress,
             callbacks,
             optimizer,
+            tuple(model_args),
+            data_plate,
         )
 
 
 def _train(
-    model: GenerativeModel,
+    pair: Pair,
     cfg: TrainConfig,
     train_x: torch.Tensor,
     val_x: torch.Tensor | None,
@@ -260,28 +285,38 @@ def _train(
     progress: bool | None,
     callbacks: Iterable[Any],
     optimizer: Any,
+    extra: tuple,
+    data_plate: str | None,
 ) -> pd.DataFrame:
+    module = pair.module if pair.module is not None else torch.nn.Module()
+    scope = pair.scope if pair.module is not None else pair.new_scope()
     if cfg.device is not None:
         from pyrogen.cli.parser import _resolve_device
 
-        model.to(_resolve_device(cfg.device))
-    dev = next(model.parameters()).device
+        module.to(_resolve_device(cfg.device))
+    first = next(module.parameters(), None)
+    dev = first.device if first is not None else train_x.device
     train_x, train_y = train_x.to(dev), train_y.to(dev) if train_y is not None else None
     val_x = val_x.to(dev) if val_x is not None else None
     val_y = val_y.to(dev) if val_y is not None else None
-    objective, nesting, pyro_names, probe = _probe(model, cfg, train_x, train_y, val_x)
+    with scope.active():
+        objective, layout, pyro_names, probe = _probe(
+            pair, cfg, train_x, train_y, val_x, extra, data_plate
+        )
     if checkpoint is not None:
-        load_parameters(model, checkpoint, str(run.checkpoint_path))
+        load_parameters(module, checkpoint, str(run.checkpoint_path), scope)
     seed_everything(cfg.seed)
     distributed.seed_rank(cfg.seed)  # binarization and guide noise: one stream per rank
 
     steps_per_epoch = math.ceil(train_x.shape[0] / cfg.batch_size)
-    params = [*model.parameters(), *pyro_parameters(pyro_names)]
+    params = [*module.parameters(), *pyro_parameters(pyro_names, scope)]
+    if not params:
+        raise ConfigError(f"{pair.name} has no parameters to train")
     opt = make_optimizer(optimizer if optimizer is not None else cfg.optimizer, params, cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(cfg.lr_schedule, cfg.epochs, steps_per_epoch)
     )
-    state = TrainState(model, opt, scheduler, pyro_names, steps_per_epoch)
+    state = TrainState(module, opt, scheduler, pyro_names, steps_per_epoch, scope=scope)
     if checkpoint is not None:
         state.restore(checkpoint, str(run.checkpoint_path))
         state.set_base_lr(cfg.lr)  # the checkpoint's optimizer holds the lr it was saved with
@@ -291,7 +326,7 @@ def _train(
     if commit is not None:  # the pair passed its checks and the checkpoint loaded
         commit()
     # one process: the objective itself; several: DDP all-reduces the gradients
-    loss_fn = distributed.data_parallel(model, lambda m, a, b: objective(m, a, b), probe)
+    loss_fn = distributed.data_parallel(module, lambda m, a, b: objective(pair, a, b), probe)
 
     with _SignalGuard() as guard:
         checkpointer = Checkpointer(run, guard, CHECKPOINT_EVERY_S)
@@ -303,10 +338,10 @@ def _train(
         users = list(callbacks) if distributed.is_main() else []
         bar = [Progress(cfg.epochs * steps_per_epoch)] if progress else []
         hooks = Hooks([nan_policy, *bar, stopper, *users, checkpointer])
-        model.train()
-        hooks.on_train_begin(state, cfg.to_dict())
+        module.train()
         try:
-            with pyro.validation_enabled(False), warnings.catch_warnings():
+            with pyro.validation_enabled(False), warnings.catch_warnings(), scope.active():
+                hooks.on_train_begin(state, cfg.to_dict())
                 # fit reports a non-finite loss itself (on_nan), so Pyro's would repeat it
                 warnings.filterwarnings(
                     "ignore", message="Encountered (NaN|Inf)", category=UserWarning
@@ -319,48 +354,62 @@ def _train(
                     hooks,
                     nan_policy,
                     stopper,
-                    train_x,
-                    train_y,
-                    val_x,
-                    val_y,
-                    nesting,
+                    _Data(train_x, train_y, val_x, val_y, extra),
+                    pair,
+                    layout,
                 )
         except KeyboardInterrupt:  # a second Ctrl-C: no new checkpoint, and none announced
             raise checkpointer.interrupted() from None
         finally:
             hooks.on_train_end(state)
-            model.eval()
+            module.eval()
     return pd.DataFrame(state.history, columns=HISTORY_COLUMNS)
 
 
+class _Data(NamedTuple):
+    """The training and validation tensors, and the pair's further arguments."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor | None
+    val_x: torch.Tensor | None
+    val_y: torch.Tensor | None
+    extra: tuple
+
+
 def _probe(
-    model: GenerativeModel,
+    pair: Pair,
     cfg: TrainConfig,
     x: torch.Tensor,
     y: torch.Tensor | None,
     val_x: torch.Tensor | None,
-) -> tuple[Objective, int, tuple[str, ...], tuple]:
-    """Checks the pair on a few rows; returns the objective, the plate depth, the pyro.param
-    sites and the probe batch."""
+    extra: tuple,
+    data_plate: str | None,
+) -> tuple[Objective, Layout, tuple[str, ...], tuple]:
+    """Checks the pair on a real first minibatch (of the batch size); returns the objective,
+    the pair's layout, the ``pyro.param`` sites to train beside the module and the probe
+    batch."""
     seed_everything(cfg.seed)
-    n = min(x.shape[0], 8)
+    n = min(x.shape[0], cfg.batch_size)
     probe_x = x[:n]
     if cfg.binarize == "dynamic":
         probe_x = torch.bernoulli(
             probe_x, generator=torch.Generator(x.device).manual_seed(cfg.seed)
         )
-    probe = (probe_x,) if y is None else (probe_x, y[:n])
+    rest, _ = take_rows(extra, {}, x.shape[0], slice(0, n))
+    probe = ((probe_x,) if y is None else (probe_x, y[:n])) + rest
     cls = make_objective(cfg.objective, cfg.num_particles, 1).__class__
     # validation and the IWAE objectives need one importance weight per data point
     info = check_model(
-        model,
+        pair,
         *probe,
         per_datapoint=val_x is not None or cls.per_datapoint,
         all_rows=x if cfg.binarize != "dynamic" else None,
         reparametrized=cls.needs_rsample,
+        data_plate=data_plate,
     )
-    objective = make_objective(cfg.objective, cfg.num_particles, info.max_plate_nesting)
-    return objective, info.max_plate_nesting, info.params, probe
+    objective = make_objective(cfg.objective, cfg.num_particles, info.max_plate_nesting, info.layout)
+    objective.check(info.layout)
+    return objective, info.layout, pair.scoped_names(info.params), probe
 
 
 def _loop(
@@ -371,17 +420,15 @@ def _loop(
     hooks: Hooks,
     nan_policy: NanPolicy,
     stopper: EarlyStopping,
-    train_x: torch.Tensor,
-    train_y: torch.Tensor | None,
-    val_x: torch.Tensor | None,
-    val_y: torch.Tensor | None,
-    nesting: int,
+    data: _Data,
+    pair: Pair,
+    layout: Layout,
 ) -> None:
     """The epochs: steps, then validation, the history row and the epoch's hooks."""
     beta = kl_weight(cfg, state.steps_per_epoch, max(state.step - 1, 0))
     while state.epoch < cfg.epochs and not stopper.should_stop(state):
         steps = 0
-        for args in _batches(state, cfg, train_x, train_y):
+        for args in _batches(state, cfg, data.train_x, data.train_y, data.extra):
             tick = time.perf_counter()
             beta = kl_weight(cfg, state.steps_per_epoch, state.step)
             metrics = train_step(state, loss_fn, args, beta, cfg.clip_norm)
@@ -402,9 +449,11 @@ def _loop(
         state.model.eval()
         val = (
             distributed.sharded_mean(
-                lambda x, y: validation_elbo(state.model, x, y, nesting), val_x, val_y
+                lambda x, y: validation_elbo(pair, x, y, layout, extra=data.extra),
+                data.val_x,
+                data.val_y,
             )
-            if val_x is not None
+            if data.val_x is not None
             else None
         )
         state.model.train()

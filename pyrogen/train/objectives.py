@@ -1,14 +1,16 @@
-"""Training objectives: the losses SVI differentiates, each with the value it reports.
+r"""Training objectives: the losses SVI differentiates, each with the value it reports.
 
 Each objective is a small :class:`Objective` class in the registry :data:`OBJECTIVES`, which
 users extend with :func:`register_objective`. ``elbo`` is Pyro's ``Trace_ELBO`` (with a lean
 one-particle fast path for reparametrized guides, bitwise the same gradient), ``mean-field`` is
-``TraceMeanField_ELBO`` (analytic KL where it exists), ``score-function`` is ``TraceGraph_ELBO``
-(guides with discrete or other non-reparametrizable sites), ``iwae`` maximises the
-importance-weighted bound IWAE_k = E[log (1/k) sum_k w_k] of Burda et al. (2015), and
-``iwae-dreg`` uses the doubly reparametrized guide gradient of Tucker et al. (2019). KL warm-up
-scales the log-density of every latent site by beta. Every objective runs the pair through
-:mod:`pyrogen.bounds.weights`'s recorder or Pyro's traces, so a site name used twice is an error.
+``TraceMeanField_ELBO`` (analytic KL where it exists), ``score-function`` is ``TraceGraph_ELBO``'s
+surrogate (guides with discrete or other non-reparametrizable sites), ``enum`` is
+``TraceEnum_ELBO`` (discrete sites enumerated in the model or the guide are summed out exactly),
+``iwae`` maximises the importance-weighted bound IWAE_k = E[log (1/k) sum_k w_k] of Burda et al.
+(2015), and ``iwae-dreg`` uses the doubly reparametrized guide gradient of Tucker et al. (2019).
+KL warm-up scales the log-density of every latent site by beta. Every objective runs the pair
+through :mod:`pyrogen.trace` or Pyro's own ELBOs, in the pair's parameter scope, so a site name
+used twice is an error.
 
 References:
     | Importance Weighted Autoencoders (Burda et al., 2015) | https://arxiv.org/abs/1509.00519
@@ -20,30 +22,30 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import is_identically_zero, scale_and_mask
-from pyro.infer import Trace_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from pyrogen.bounds import (
-    _in_particle_plate,
-    _SiteRecorder,
-    log_density,
-    log_weights,
-    trace_pair,
+from pyrogen.errors import ConfigError, ContractError
+from pyrogen.trace import (
+    Layout,
+    Pair,
+    as_pair,
+    densities,
+    elbo_surrogate,
+    log_weights_chunk,
+    probe,
+    pyro_checks,
 )
-from pyrogen.bounds.weights import pyro_checks
-from pyrogen.errors import ConfigError
-from pyrogen.model import GenerativeModel, is_subsample
 
 __all__ = [
     "ELBO",
     "IWAE",
     "OBJECTIVES",
+    "EnumELBO",
     "IWAEDReG",
     "MeanFieldELBO",
     "Objective",
@@ -67,10 +69,10 @@ class _AnnealLatents(Messenger):
 
 
 @contextlib.contextmanager
-def _detached_parameters(module: torch.nn.Module) -> Iterator[None]:
+def _detached_parameters(module: torch.nn.Module | None) -> Iterator[None]:
     """Within the block, every parameter of ``module`` reads as a detached copy (stop-gradient)."""
     saved = []
-    for sub in module.modules():
+    for sub in module.modules() if module is not None else ():
         for name, p in list(sub._parameters.items()):
             if p is not None:
                 saved.append((sub, name, p))
@@ -83,7 +85,7 @@ def _detached_parameters(module: torch.nn.Module) -> Iterator[None]:
 
 
 def _dreg_loss(
-    model: GenerativeModel, args: tuple, num_particles: int, nesting: int
+    pair: Pair, layout: Layout, args: tuple, num_particles: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Doubly reparametrized IWAE loss (Tucker et al., 2019), summed over the batch.
 
@@ -94,76 +96,18 @@ def _dreg_loss(
     Returns:
         (loss, IWAE_k value), summed over the batch.
     """
-    guide_tr, _ = trace_pair(model.model, model.guide, args, {}, num_particles, nesting)
-    log_q = log_density(guide_tr, nesting, "guide", observed=False)
-    frozen_z = poutine.Trace()
-    for name, site in guide_tr.nodes.items():
-        if site["type"] == "sample":
-            frozen_z.add_node(name, **{**site, "value": site["value"].detach()})
-    model_theta = poutine.trace(
-        poutine.replay(
-            _in_particle_plate(model.model, num_particles, -(nesting + 1)), trace=frozen_z
-        )
-    ).get_trace(*args)
-    log_p_theta = log_density(model_theta, nesting, "model")
-    with _detached_parameters(model):
-        guide_phi, model_phi = trace_pair(
-            model.model,
-            poutine.replay(model.guide, trace=guide_tr),
-            args,
-            {},
-            num_particles,
-            nesting,
-        )
-        lw_path = log_density(model_phi, nesting, "model") - log_density(
-            guide_phi, nesting, "guide", observed=False
-        )
+    first = densities(pair, layout, args, {}, num_particles)
+    z = {m["name"]: m["value"] for m in first.guide_sites}
+    log_q = first.log_q
+    frozen = {n: v.detach() for n, v in z.items()}
+    log_p_theta = densities(pair, layout, args, {}, num_particles, frozen, with_guide=False).log_p
+    with _detached_parameters(pair.module):
+        path = densities(pair, layout, args, {}, num_particles, z)
     lw = (log_p_theta - log_q).detach()
     w = torch.softmax(lw, dim=0)
-    surrogate = (w * log_p_theta).sum() + (w**2 * lw_path).sum()
+    surrogate = (w * log_p_theta).sum() + (w**2 * path.log_w).sum()
     value = (torch.logsumexp(lw, 0) - math.log(num_particles)).sum()
     return -surrogate, value
-
-
-def _trace_elbo_loss(model_fn: Callable, guide_fn: Callable, args: tuple) -> torch.Tensor | None:
-    """``Trace_ELBO().differentiable_loss`` for one particle of a reparametrized guide, leaner.
-
-    With every guide site reparametrized, Trace_ELBO's surrogate is
-    sum_model log p(site) - sum_guide log q(site) over the scaled and masked site log-densities
-    (the entropy terms of ``score_parts``; no score-function term). This sums exactly those
-    terms, in Trace_ELBO's order, so the gradient is bitwise Trace_ELBO's, but over lean
-    recordings of the two runs instead of traces and without Trace_ELBO's per-site ``.item()``
-    host syncs. The returned value is that surrogate, equal to Trace_ELBO's loss up to float
-    rounding. Returns None for a guide site with a score-function term (no rsample): the caller
-    then uses Trace_ELBO itself.
-    """
-    guide_run = _SiteRecorder()
-    with guide_run:
-        guide_fn(*args)
-    model_run = _SiteRecorder(guide_run.unobserved())
-    with model_run:
-        model_fn(*args)
-    # Trace_ELBO's order of operations (model log-densities, then the guide's score parts), so
-    # that autograd accumulates the gradient terms in the same order
-    log_p_sums = []
-    for site in model_run.sites:
-        if not is_subsample(site):
-            log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-            log_p_sums.append(scale_and_mask(log_p, site["scale"], site["mask"]).sum())
-    entropy = []
-    for site in guide_run.sites:
-        if not is_subsample(site):
-            parts = site["fn"].score_parts(site["value"], *site["args"], **site["kwargs"])
-            parts = parts.scale_and_mask(site["scale"], site["mask"])
-            if not is_identically_zero(parts.score_function):
-                return None
-            entropy.append(parts.entropy_term)
-    surrogate = 0
-    for term in log_p_sums:
-        surrogate = surrogate + term
-    for term in entropy:
-        surrogate = surrogate - term.sum()
-    return -surrogate
 
 
 class Objective:
@@ -175,6 +119,7 @@ class Objective:
     Arguments:
         num_particles: ELBO particles, or k of an importance-weighted objective.
         max_plate_nesting: the model's plate depth (from :func:`pyrogen.check_model`).
+        layout: the pair's :class:`~pyrogen.trace.Layout` (probed on the first batch if None).
     """
 
     name = ""
@@ -186,28 +131,51 @@ class Objective:
     min_particles = 1
     #: every guide site must be reparametrizable
     needs_rsample = True
+    #: sums out discrete model sites marked for enumeration
+    enumerates = False
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
+    def __init__(
+        self, num_particles: int = 1, max_plate_nesting: int = 1, layout: Layout | None = None
+    ) -> None:
         if num_particles < self.min_particles:
             raise ConfigError(
                 f"objective {self.name} needs num_particles >= {self.min_particles} "
                 f"(--particles), got {num_particles}"
             )
         self.num_particles = num_particles
-        self.max_plate_nesting = max_plate_nesting
+        self.max_plate_nesting = max(max_plate_nesting, layout.nesting if layout else 0)
+        self.layout = layout
+
+    def check(self, layout: Layout) -> None:
+        """Refuses a pair this objective cannot train, naming the site and the reason."""
+        if layout.enumerated and not self.enumerates:
+            raise ContractError(
+                f"model site(s) {', '.join(map(repr, layout.enumerated))} are marked for "
+                f"enumeration, which objective '{self.name}' does not sum out (Pyro's "
+                "Trace_ELBO would draw them from the prior): train with objective 'enum'"
+            )
+        if self.per_datapoint and layout.shared:
+            raise ContractError(
+                f"latent site '{layout.shared[0]}' is outside the data plate "
+                f"'{layout.data_plate}': objective '{self.name}' needs one weight per data point"
+            )
+
+    def layout_for(self, pair: Pair, args: tuple) -> Layout:
+        if self.layout is None:
+            self.layout = probe(pair, args, {}, per_datapoint=self.per_datapoint)
+        return self.layout
 
     def loss(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
+        self, pair: Pair, args: tuple, beta: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, value), both summed over the batch: ``loss.backward()`` gives the gradient of
         -objective; ``value`` is the objective (detached)."""
         raise NotImplementedError
 
-    def __call__(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        with pyro_checks():
-            return self.loss(model, args, beta)
+    def __call__(self, model: Any, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = as_pair(model)
+        with pyro_checks(), pair.scope.active():
+            return self.loss(pair, args, beta)
 
 
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -233,16 +201,20 @@ def register_objective(cls: type[Objective]) -> type[Objective]:
     return cls
 
 
-def make_objective(name: str, num_particles: int, max_plate_nesting: int) -> Objective:
+def make_objective(
+    name: str, num_particles: int, max_plate_nesting: int, layout: Layout | None = None
+) -> Objective:
     if name not in OBJECTIVES:
         raise ConfigError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
-    return OBJECTIVES[name](num_particles, max_plate_nesting)
+    return OBJECTIVES[name](num_particles, max_plate_nesting, layout)
 
 
-def _annealed(model: GenerativeModel, beta: float) -> tuple[Callable, Callable]:
+def _annealed(pair: Pair, beta: float) -> Pair:
     if beta == 1.0:
-        return model.model, model.guide
-    return _AnnealLatents(beta)(model.model), _AnnealLatents(beta)(model.guide)
+        return pair
+    return Pair(
+        _AnnealLatents(beta)(pair.model), _AnnealLatents(beta)(pair.guide), pair.module, pair.owner
+    )
 
 
 class _PyroELBO(Objective):
@@ -250,40 +222,38 @@ class _PyroELBO(Objective):
 
     elbo_class: type = Trace_ELBO
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
-        super().__init__(num_particles, max_plate_nesting)
+    def __init__(
+        self, num_particles: int = 1, max_plate_nesting: int = 1, layout: Layout | None = None
+    ) -> None:
+        super().__init__(num_particles, max_plate_nesting, layout)
+        vectorize = num_particles > 1 and (layout is None or layout.vectorized)
         self.elbo = self.elbo_class(
             num_particles=num_particles,
-            vectorize_particles=num_particles > 1,
-            max_plate_nesting=max_plate_nesting,
+            vectorize_particles=vectorize,
+            max_plate_nesting=self.max_plate_nesting,
         )
 
-    def loss(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        fn_model, fn_guide = _annealed(model, beta)
-        loss = self.elbo.differentiable_loss(fn_model, fn_guide, *args)
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        run = _annealed(pair, beta)
+        loss = self.elbo.differentiable_loss(run.model, run.guide, *args)
         return loss, -loss.detach()
 
 
 @register_objective
 class ELBO(_PyroELBO):
     """Pyro's ``Trace_ELBO``; one particle of a reparametrized guide takes a lean path with
-    bitwise the same gradient (:func:`_trace_elbo_loss`), which keeps Pyro's check of duplicate
+    bitwise the same gradient (:func:`pyrogen.trace.elbo_surrogate`), which keeps Pyro's check of duplicate
     site names."""
 
     name = "elbo"
     reports_elbo = True
 
-    def loss(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         if self.num_particles == 1:
-            fn_model, fn_guide = _annealed(model, beta)
-            loss = _trace_elbo_loss(fn_model, fn_guide, args)
+            loss = elbo_surrogate(_annealed(pair, beta), args)
             if loss is not None:
                 return loss, -loss.detach()
-        return super().loss(model, args, beta)
+        return super().loss(pair, args, beta)
 
 
 @register_objective
@@ -297,13 +267,32 @@ class MeanFieldELBO(_PyroELBO):
 
 @register_objective
 class ScoreFunctionELBO(_PyroELBO):
-    """Pyro's ``TraceGraph_ELBO``: score-function gradients (with Rao-Blackwellization) for
-    guides with non-reparametrizable sites, such as discrete latents."""
+    """``TraceGraph_ELBO``'s surrogate: score-function gradients (with Rao-Blackwellization and
+    Pyro's baselines) for guides with non-reparametrizable sites, such as discrete latents."""
 
     name = "score-function"
     reports_elbo = True
     needs_rsample = False
     elbo_class = TraceGraph_ELBO
+
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        # TraceGraph_ELBO has no differentiable_loss: its surrogate is what loss_and_grads
+        # differentiates (returned, not differentiated, so that fit's step takes it)
+        run = _annealed(pair, beta)
+        elbo, surrogate = self.elbo._loss_and_surrogate_loss(run.model, run.guide, args, {})
+        return surrogate, torch.as_tensor(elbo).detach()
+
+
+@register_objective
+class EnumELBO(_PyroELBO):
+    """Pyro's ``TraceEnum_ELBO``: discrete sites marked for enumeration, in the model or the
+    guide, are summed out exactly (``max_plate_nesting`` from the pair's layout)."""
+
+    name = "enum"
+    reports_elbo = True
+    needs_rsample = False
+    enumerates = True
+    elbo_class = TraceEnum_ELBO
 
 
 @register_objective
@@ -314,19 +303,9 @@ class IWAE(Objective):
     per_datapoint = True
     min_particles = 2
 
-    def loss(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         k = self.num_particles
-        lw = log_weights(
-            model.model,
-            model.guide,
-            *args,
-            num_particles=k,
-            chunk_size=k,
-            grad=True,
-            max_plate_nesting=self.max_plate_nesting,
-        )
+        lw = log_weights_chunk(pair, self.layout_for(pair, args), args, {}, k)
         value = (torch.logsumexp(lw, 0) - math.log(k)).sum()
         return -value, value.detach()
 
@@ -339,14 +318,12 @@ class IWAEDReG(Objective):
     per_datapoint = True
     min_particles = 2
 
-    def loss(
-        self, model: GenerativeModel, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return _dreg_loss(model, args, self.num_particles, self.max_plate_nesting)
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        return _dreg_loss(pair, self.layout_for(pair, args), args, self.num_particles)
 
 
 def objective_loss(
-    model: GenerativeModel,
+    model: Any,
     args: tuple,
     objective: str,
     num_particles: int,

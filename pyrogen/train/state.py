@@ -14,11 +14,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyro
 import torch
 
 from pyrogen.errors import RunDirError
-from pyrogen.model import GenerativeModel
+from pyrogen.trace import ParamScope
 from pyrogen.train.checkpoints import _first_reason
 from pyrogen.train.interrupts import TrainingError
 
@@ -34,10 +33,10 @@ CHECKPOINT_FORMAT = 2
 """1: the module's parameters only; 2: also ``pyro_params`` (constrained values by name)."""
 
 
-def pyro_parameters(names: tuple[str, ...]) -> list[torch.Tensor]:
-    """The unconstrained leaf tensors of the ``pyro.param`` sites ``names`` (the ones to train)."""
-    store = dict(pyro.get_param_store().named_parameters())
-    return [store[name] for name in names]
+def pyro_parameters(names: tuple[str, ...], scope: ParamScope | None) -> list[torch.Tensor]:
+    """The unconstrained leaf tensors of the ``pyro.param`` sites ``names`` (the ones to train)
+    in a pair's parameter scope."""
+    return scope.unconstrained(names) if scope is not None and names else []
 
 
 def _constraint_record(constraint: Any) -> dict[str, Any]:
@@ -76,39 +75,40 @@ def _constraint_from(record: dict[str, Any] | None) -> Any:
     return found(*bounds) if bounds else found
 
 
-def load_parameters(model: GenerativeModel, checkpoint: dict, where: str) -> None:
-    """Loads a checkpoint's module parameters and ``pyro.param`` values into ``model`` and the
-    param store (a format-1 checkpoint has no ``pyro_params``)."""
+def load_parameters(
+    model: torch.nn.Module, checkpoint: dict, where: str, scope: ParamScope | None = None
+) -> None:
+    """Loads a checkpoint's module parameters into ``model`` and its ``pyro.param`` values into
+    the pair's parameter ``scope`` (a format-1 checkpoint has no ``pyro_params``)."""
     try:
         model.load_state_dict(checkpoint["model"])
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise RunDirError(
             f"checkpoint {where} does not fit {type(model).__name__}: {_first_reason(e)[:300]}"
         ) from None
-    store = pyro.get_param_store()
     records = checkpoint.get("pyro_param_constraints", {})
-    for name, value in checkpoint.get("pyro_params", {}).items():
-        if name not in records and name in store:  # an older checkpoint: the site's own
-            store[name] = value
-            continue
-        constraint = _constraint_from(records.get(name))
+    saved = checkpoint.get("pyro_params", {})
+    if saved and scope is None:
+        raise RunDirError(f"checkpoint {where} holds pyro.param values but no scope to load into")
+    for name, value in saved.items():
+        if name not in records and name in scope.state["params"]:  # an older checkpoint
+            constraint = scope.constraint(name)
+        else:
+            constraint = _constraint_from(records.get(name))
         transform = torch.distributions.transform_to(constraint)
         unconstrained = checkpoint.get("pyro_params_unconstrained", {}).get(name)
         # the saved leaf where it still gives the saved value (bit for bit on resume); else the
         # value's inverse transform (an older checkpoint, or a value changed since)
         if unconstrained is None or not torch.equal(transform(unconstrained), value):
             unconstrained = transform.inv(value.detach())
-        store.set_state(
-            {
-                "params": {name: unconstrained.clone().requires_grad_()},
-                "constraints": {name: constraint},
-            }
-        )
+        scope.set(name, value, constraint, unconstrained)
 
 
-def non_finite_parameters(model: torch.nn.Module, pyro_names: tuple[str, ...] = ()) -> list[str]:
+def non_finite_parameters(
+    model: torch.nn.Module, pyro_names: tuple[str, ...] = (), scope: ParamScope | None = None
+) -> list[str]:
     """Names of the parameters holding a NaN or an infinity."""
-    named = [*model.named_parameters(), *zip(pyro_names, pyro_parameters(pyro_names))]
+    named = [*model.named_parameters(), *zip(pyro_names, pyro_parameters(pyro_names, scope))]
     return [name for name, p in named if not bool(torch.isfinite(p).all())]
 
 
@@ -117,9 +117,12 @@ class TrainState:
     """Everything a training run carries from one step to the next.
 
     Attributes:
-        model: the :class:`GenerativeModel` being trained.
+        model: the module whose parameters are trained (the pair's, or an empty module for a
+            pair of plain functions).
         optimizer, scheduler: the torch optimizer over :attr:`parameters` and its lr schedule.
-        pyro_params: names of the ``pyro.param`` sites trained beside the module's parameters.
+        pyro_params: names of the ``pyro.param`` sites trained beside the module's parameters
+            (those that are not the module's own tensors, as ``pyro.module`` registers).
+        scope: the pair's :class:`~pyrogen.trace.ParamScope`, where those values live.
         steps_per_epoch: minibatches per epoch.
         epoch: epochs completed; step: minibatches done since the start of training.
         history: one row per completed epoch (see :data:`~pyrogen.train.loop.HISTORY_COLUMNS`).
@@ -128,11 +131,12 @@ class TrainState:
         stop: set by a hook to end training after the current epoch.
     """
 
-    model: GenerativeModel
+    model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
     pyro_params: tuple[str, ...] = ()
     steps_per_epoch: int = 1
+    scope: ParamScope | None = None
     epoch: int = 0
     step: int = 0
     history: list[dict] = field(default_factory=list)
@@ -153,7 +157,7 @@ class TrainState:
     @property
     def parameters(self) -> list[torch.Tensor]:
         """What the optimizer trains: the module's parameters, then the pyro.param sites'."""
-        return [*self.model.parameters(), *pyro_parameters(self.pyro_params)]
+        return [*self.model.parameters(), *pyro_parameters(self.pyro_params, self.scope)]
 
     def checkpoint(self, sums: dict | None = None, extra: dict | None = None) -> dict:
         """The state as a tensors-only dict (``torch.save``-able, ``weights_only``-loadable).
@@ -161,24 +165,21 @@ class TrainState:
         Raises:
             TrainingError: a parameter is NaN or infinite: such a state is never written.
         """
-        bad = non_finite_parameters(self.model, self.pyro_params)
+        bad = non_finite_parameters(self.model, self.pyro_params, self.scope)
         if bad:
             raise TrainingError(
                 f"parameters {', '.join(bad[:5])} are not finite at epoch {self.epoch + 1}, "
                 f"step {self.step_in_epoch}: no checkpoint was written from them"
             )
-        store = pyro.get_param_store()
+        scope, names = self.scope, self.pyro_params
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.model.state_dict(),
-            "pyro_params": {n: store[n].detach().clone() for n in self.pyro_params},
+            "pyro_params": {n: scope.value(n).detach().clone() for n in names},
             "pyro_params_unconstrained": {
-                n: p.detach().clone()
-                for n, p in zip(self.pyro_params, pyro_parameters(self.pyro_params))
+                n: p.detach().clone() for n, p in zip(names, pyro_parameters(names, scope))
             },
-            "pyro_param_constraints": {
-                n: _constraint_record(store._constraints[n]) for n in self.pyro_params
-            },
+            "pyro_param_constraints": {n: _constraint_record(scope.constraint(n)) for n in names},
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),

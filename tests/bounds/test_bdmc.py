@@ -5,12 +5,13 @@ import torch
 from ground_truth import make_ppca, set_diagonal_guide
 
 from pyrogen.bounds.bdmc import bdmc, simulate
+from pyrogen.trace import as_pair
 from pyrogen.errors import ConfigError
 
 
 def test_simulate_gives_data_and_latents_in_the_chain_layout():
     m, _ = make_ppca(n=1)
-    x, start = simulate(m.model, m.guide, 7, 5)
+    x, start = simulate(as_pair(m), 7, 5)
     assert x.shape == (7, 5) and x.dtype == torch.float64
     z, index = start["z"]
     assert z.shape == (1, 7, 2) and index == 1
@@ -43,7 +44,7 @@ def test_reverse_chains_start_from_the_simulated_latents():
     set_diagonal_guide(m, widen=1.0, shift=2.0)
     r = bdmc(m.model, m.guide, 10, num_chains=3, num_steps=1, seed=4)
     torch.manual_seed(4)
-    x, start = simulate(m.model, m.guide, 10, 5)
+    x, start = simulate(as_pair(m), 10, 5)
     assert torch.equal(x, r.x)
     z = start["z"][0][0]
     import pyro.distributions as dist

@@ -194,12 +194,13 @@ def test_a_pyro_param_is_trained_checkpointed_and_restored(tmp_path):
     torch.manual_seed(0)
     model = LearnedNoise()
     pyrogen.fit(model, x[:250], x[250:], epochs=15, batch_size=50, lr=0.05, out=tmp_path / "run")
-    trained = pyro.param("sigma").item()
+    trained = pyrogen.param_scope(model).value("sigma").item()
     assert trained > 2.5, trained  # moved most of the way from 1 toward about 4
     pyro.clear_param_store()
     pyro.param("sigma", torch.tensor(1.0), constraint=dist.constraints.positive)
-    pyrogen.load_run(tmp_path / "run", model=LearnedNoise())
-    assert pyro.param("sigma").item() == pytest.approx(trained, rel=1e-6)
+    fresh = LearnedNoise()
+    pyrogen.load_run(tmp_path / "run", model=fresh)
+    assert pyrogen.param_scope(fresh).value("sigma").item() == pytest.approx(trained, rel=1e-6)
 
 
 # --- a run written from Python ------------------------------------------------------------------
