@@ -26,8 +26,8 @@ from pyrogen.trace import (
     is_subsample,
     probe,
     run_model,
-    run_traced,
     split_pair,
+    trace_pair,
 )
 
 __all__ = [
@@ -39,12 +39,14 @@ __all__ = [
     "wants_labels",
 ]
 
+
 class GenerativeModel(PyroModule):
     """Base class of a model/guide pair.
 
     Subclasses define ``model(self, x)`` and ``guide(self, x)`` (or ``model(self, x, y)`` and
     ``guide(self, x, y)`` for a conditional model); both put the data points in
-    ``pyro.plate("data", x.shape[0])``. The constructor takes the data dimension first.
+    a plate of the data points (any name). A run records the constructor's arguments by name,
+    so that :func:`pyrogen.load_run` rebuilds the model as it was built.
 
     Example:
         >>> import pyro, pyro.distributions as dist, torch
@@ -74,8 +76,9 @@ class GenerativeModel(PyroModule):
             return self
         names = list(bound.arguments)[1:]  # drop self
         values = {n: bound.arguments[n] for n in names}
-        if names:
-            values.pop(names[0])  # data_dim, recorded from the data
+        if names:  # the first argument by its own name (data_dim, vocab_size, ...), apart
+            first = values.pop(names[0])
+            object.__setattr__(self, "_pyrogen_first_argument", {names[0]: first})
         object.__setattr__(self, "_pyrogen_options", values)
         return self
 
@@ -235,12 +238,7 @@ def check_model(
     if not args and not kwargs:
         raise ContractError("check_model needs the data: check_model(model, guide, x, ...)")
     with torch.random.fork_rng(devices=[]):  # checking leaves the user's random stream be
-        guide_tr = run_traced(pair, args, kwargs)
-        prior_tr = run_model(pair, args, kwargs)
-        _check_shapes(guide_tr, prior_tr)  # before the model meets the guide's draws
-        model_tr = run_traced(
-            pair, args, kwargs, poutine.replay(pair.model, trace=guide_tr), "model on the guide's draws"
-        )
+        guide_tr, model_tr = trace_pair(pair, args, kwargs, check=_check_shapes)
     layout = probe(
         pair, args, kwargs, data_plate, per_datapoint=per_datapoint, traces=(guide_tr, model_tr)
     )
@@ -305,12 +303,7 @@ def _check_support(
     if not hasattr(fn, "support") or type(fn).__name__ == "Unit":
         return
     ok = fn.support.check(value)
-    if (
-        all_rows is not None
-        and x is not None
-        and value.shape == x.shape
-        and torch.equal(value, x)
-    ):
+    if all_rows is not None and x is not None and value.shape == x.shape and torch.equal(value, x):
         try:  # the data are observed as given: check every row, not only the probe's
             ok, value = _check_rows(fn.support, all_rows), all_rows
         except (RuntimeError, ValueError):  # a support that depends on the batch

@@ -83,7 +83,7 @@ __all__ = [
 PARTICLE_PLATE = "_pyrogen_particles"
 
 
-# -- sites ------------------------------------------------------------------------------------------
+# -- sites -----------------------------------------------------------------------------------------
 
 
 def is_subsample(site: dict) -> bool:
@@ -172,7 +172,7 @@ class _Recorder(Messenger):
         return {m["name"]: m["value"] for m in self.sites if not m["is_observed"]}
 
 
-# -- parameter scopes -------------------------------------------------------------------------------
+# -- parameter scopes ------------------------------------------------------------------------------
 
 
 class ParamScope:
@@ -234,7 +234,9 @@ class ParamScope:
         """The constrained value of a parameter."""
         return transform_to(self.constraint(name))(self._live()[0][name])
 
-    def set(self, name: str, value: torch.Tensor, constraint: Any, unconstrained: Any = None) -> None:
+    def set(
+        self, name: str, value: torch.Tensor, constraint: Any, unconstrained: Any = None
+    ) -> None:
         """Sets a parameter to a constrained ``value`` (or the given ``unconstrained`` leaf)."""
         with torch.no_grad():
             leaf = transform_to(constraint).inv(value) if unconstrained is None else unconstrained
@@ -260,7 +262,7 @@ def _scope_of(owner: Any, fresh: bool = False) -> ParamScope:
     return scope
 
 
-# -- pairs ------------------------------------------------------------------------------------------
+# -- pairs -----------------------------------------------------------------------------------------
 
 
 def _owner_module(fn: Any) -> torch.nn.Module | None:
@@ -313,7 +315,9 @@ class Pair:
         keeps beside the module's state)."""
         own = {id(p) for p in self.module.parameters()} if self.module is not None else set()
         return tuple(
-            n for n, p in zip(param_names, self.scope.unconstrained(param_names)) if id(p) not in own
+            n
+            for n, p in zip(param_names, self.scope.unconstrained(param_names))
+            if id(p) not in own
         )
 
 
@@ -326,6 +330,10 @@ def param_scope(model: Any, guide: Callable | None = None) -> ParamScope:
         >>> with param_scope(PPCA(4, 2)).active():  # pyro.param reads this model's values
         ...     pass
     """
+    if guide is None and not isinstance(model, (Pair, tuple)) and not hasattr(model, "guide"):
+        if callable(model):  # the model function of a plain pair: its scope is the model's
+            owner = _owner_module(model)
+            return _scope_of(owner if owner is not None else model)
     return as_pair(model, guide).scope
 
 
@@ -390,7 +398,7 @@ def split_pair(first: Any, rest: tuple) -> tuple[Pair, tuple]:
     )
 
 
-# -- the layout of a pair ---------------------------------------------------------------------------
+# -- the layout of a pair --------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -443,7 +451,9 @@ def _batch_size_hint(args: tuple, kwargs: dict) -> int | None:
 
 def _find_data_plate(model_tr: poutine.Trace, args: tuple, kwargs: dict, data_plate: str | None):
     observed = [
-        s for s in model_tr.nodes.values() if s["type"] == "sample" and s["is_observed"] and _counts(s)
+        s
+        for s in model_tr.nodes.values()
+        if s["type"] == "sample" and s["is_observed"] and _counts(s)
     ]
     if not observed:
         raise ContractError("the model has no observed site: pass the data with obs=x")
@@ -559,7 +569,9 @@ def _site_lists(model_tr: poutine.Trace, guide_tr: poutine.Trace) -> tuple[list,
                 f"(model latent sites: {', '.join(latent + enumerated) or 'none'})"
             )
         if model[name]["is_observed"]:
-            raise ContractError(f"guide site '{name}' is observed in the model; it cannot be latent")
+            raise ContractError(
+                f"guide site '{name}' is observed in the model; it cannot be latent"
+            )
     observed = [n for n, s in model.items() if s["is_observed"]]
     discrete = [n for n in latent if not guide[n]["fn"].has_rsample]
     return latent, observed, enumerated, discrete
@@ -614,20 +626,40 @@ def run_model(
     kwargs: dict | None = None,
     condition: dict[str, torch.Tensor] | None = None,
     uncondition: bool = False,
+    layout: Layout | None = None,
 ) -> poutine.Trace:
     """The model alone, traced: its latent sites drawn from the prior or fixed by
-    ``condition``; with ``uncondition`` its observed sites are drawn too (samples of x)."""
+    ``condition``; with ``uncondition`` its observed sites are drawn too (samples of x). With a
+    ``layout``, under a plate of one particle left of the pair's plates (values [1, N, ...])."""
     fn = pair.model
     if condition:
         fn = poutine.condition(fn, data=condition)
     if uncondition:
         fn = poutine.uncondition(fn)
+    if layout is not None:
+        inner = fn
+
+        def fn(*a: Any, **k: Any) -> Any:
+            with _particle_plate(layout, 1):
+                return inner(*a, **k)
+
     return run_traced(pair, args, kwargs, fn, "model")
 
 
-def trace_pair(pair: Pair, args: tuple, kwargs: dict | None = None) -> tuple[poutine.Trace, poutine.Trace]:
-    """The guide's trace and the model's, replayed on the guide's draws (one particle)."""
+def trace_pair(
+    pair: Pair,
+    args: tuple,
+    kwargs: dict | None = None,
+    check: Callable[[poutine.Trace, poutine.Trace], None] | None = None,
+) -> tuple[poutine.Trace, poutine.Trace]:
+    """The guide's trace and the model's, replayed on the guide's draws (one particle).
+
+    ``check(guide_trace, prior_trace)`` runs between the two on a run of the model alone, so
+    that it can name what disagrees before the model meets the guide's draws.
+    """
     guide_tr = run_traced(pair, args, kwargs)
+    if check is not None:
+        check(guide_tr, run_model(pair, args, kwargs))
     model = poutine.replay(pair.model, trace=guide_tr)
     return guide_tr, run_traced(pair, args, kwargs, model, "model on the guide's draws")
 
@@ -707,7 +739,7 @@ def _broadcasts(pair: Pair, layout: Layout, args: tuple, kwargs: dict) -> bool:
     return vec.shape == one.shape and bool(torch.allclose(vec, one, rtol=1e-4, atol=1e-4))
 
 
-# -- log-densities per particle and data point ------------------------------------------------------
+# -- log-densities per particle and data point -----------------------------------------------------
 
 
 def _per_point(lp: torch.Tensor, site: dict, layout: Layout, particles: bool) -> torch.Tensor:
@@ -790,7 +822,9 @@ def _contract(sites: list[dict], layout: Layout, particles: bool) -> torch.Tenso
         symbol_to_dim[symbol_of_plate(PARTICLE_PLATE)] = -width
     lp = unpack(result, symbol_to_dim)
     fake = {"name": "the enumerated sum"}
-    return _per_point(lp.reshape(lp.shape[-width:]) if lp.dim() > width else lp, fake, layout, particles)
+    return _per_point(
+        lp.reshape(lp.shape[-width:]) if lp.dim() > width else lp, fake, layout, particles
+    )
 
 
 @dataclass
@@ -879,7 +913,9 @@ def densities(
         return Densities(log_p, log_q, run.latent() if run is not None else [])
     ps, qs, runs = [], [], []
     for i in range(size):
-        vals = None if values is None else {k: _own_dims(layout, k, v[i]) for k, v in values.items()}
+        vals = (
+            None if values is None else {k: _own_dims(layout, k, v[i]) for k, v in values.items()}
+        )
         log_p, log_q, run = _run_once(pair, layout, args, kwargs, 1, vals, with_guide, False)
         ps.append(_expand(log_p, 1, n)[0])
         if log_q is not None:
@@ -916,7 +952,7 @@ def draw(pair: Pair, layout: Layout, args: tuple, kwargs: dict, size: int) -> li
         return densities(pair, layout, args, kwargs, size).guide_sites
 
 
-# -- the training ELBO ------------------------------------------------------------------------------
+# -- the training ELBO -----------------------------------------------------------------------------
 
 
 def elbo_surrogate(pair: Pair, args: tuple, kwargs: dict | None = None) -> torch.Tensor | None:

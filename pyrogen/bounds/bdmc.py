@@ -25,15 +25,13 @@ import time
 from typing import Any, NamedTuple
 
 import pandas as pd
-import pyro
-import pyro.poutine as poutine
 import torch
 
 from pyrogen.bounds.ais import TARGET_ACCEPTANCE, annealing_schedule, run_ais
 from pyrogen.bounds.estimators import iwae
 from pyrogen.bounds.weights import layout_of
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.trace import PARTICLE_PLATE, Pair, split_pair
+from pyrogen.trace import Pair, run_model, split_pair
 
 __all__ = ["BDMCResult", "bdmc", "simulate"]
 
@@ -107,16 +105,15 @@ def simulate(
     )
     layout = layout_of(pair, (placeholder,), {})
     if len(layout.observed) != 1:
-        raise ContractError(f"BDMC needs a model with one observed site, got {list(layout.observed)}")
+        raise ContractError(
+            f"BDMC needs a model with one observed site, got {list(layout.observed)}"
+        )
     if layout.enumerated:
         raise ContractError(
             f"BDMC simulates every latent site; enumerated site(s) {list(layout.enumerated)} "
             "have no guide to reverse"
         )
-    with pyro.validation_enabled(False), pair.scope.active():
-        tracer = poutine.trace(poutine.uncondition(pair.model))
-        with pyro.plate(PARTICLE_PLATE, 1, dim=-(layout.nesting + 1)):
-            tr = tracer.get_trace(placeholder)
+    tr = run_model(pair, (placeholder,), uncondition=True, layout=layout)
     name = layout.observed[0]
     x = tr.nodes[name]["value"].reshape(-1, *placeholder.shape[1:])
     if x.shape != placeholder.shape:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,8 +30,8 @@ from pyrogen import distributed
 from pyrogen.bounds import psis
 from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
 from pyrogen.bounds.weights import iter_log_weights, layout_of
-from pyrogen.trace import split_pair, take_rows
 from pyrogen.errors import ConfigError
+from pyrogen.trace import split_pair, take_rows
 
 __all__ = [
     "Evaluation",

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -39,8 +38,8 @@ import torch
 from pyrogen.bounds.ais import AISResult, _Site, _Target, pair_log_densities
 from pyrogen.bounds.estimators import iwae, pareto_khat
 from pyrogen.bounds.weights import CHUNK_ELEMENTS, layout_of, log_weights
-from pyrogen.trace import Layout, Pair, data_rows, split_pair, take_rows
 from pyrogen.errors import ConfigError
+from pyrogen.trace import Layout, Pair, data_rows, split_pair, take_rows
 
 __all__ = ["Gaps", "LocalGaussian", "inference_gaps"]
 

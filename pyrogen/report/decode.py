@@ -1,12 +1,13 @@
 r"""What a report asks of a trained model: samples, reconstructions, latent codes, decodings.
 
-All of it runs the user's ``model``/``guide`` through Pyro's effect handlers, so it works for any
-:class:`~pyrogen.GenerativeModel` whose observation site has a ``mean``:
+All of it runs the user's ``model``/``guide`` through :mod:`pyrogen.trace` (Pyro's effect
+handlers, in the pair's parameter scope), so it works for any pair whose observation site has a
+``mean``:
 
 - reconstruction: z ~ q_phi(z | x) from a trace of the guide, the model replayed at that z, and the
   mean of p_theta(x | z) read off the observed site, E[x | z];
-- decoding a chosen z: the model conditioned on its latent site, ``poutine.condition(model,
-  data={name: z})``, and the same mean.
+- decoding a chosen z: the model conditioned on its latent site, ``pyrogen.trace.run_model(pair,
+  condition={name: z})``, and the same mean.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pyro
-import pyro.poutine as poutine
 import torch
 
 from pyrogen.model import GenerativeModel, latent_sites, observed_sites
+from pyrogen.trace import as_pair, run_model, trace_pair
 
 __all__ = ["LatentCodes", "decode", "latent_codes", "model_samples", "reconstruct"]
 
@@ -39,7 +40,7 @@ def _mean(fn: Any, value: torch.Tensor) -> torch.Tensor:
         return value
 
 
-def _observed_mean(tr: poutine.Trace, exclude: str = "") -> torch.Tensor:
+def _observed_mean(tr: Any, exclude: str = "") -> torch.Tensor:
     name = [n for n in observed_sites(tr) if n != exclude][0]
     site = tr.nodes[name]
     return _mean(site["fn"], site["value"]).reshape(site["value"].shape[0], -1)
@@ -48,9 +49,7 @@ def _observed_mean(tr: poutine.Trace, exclude: str = "") -> torch.Tensor:
 @torch.no_grad()
 def reconstruct(model: GenerativeModel, x: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
     """E_{p_theta}[x | z] at one draw z ~ q_phi(z | x) per row; [N, D]. Needs a latent site."""
-    with pyro.validation_enabled(False):
-        guide_tr = poutine.trace(model.guide).get_trace(x, *extra)
-        tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, *extra)
+    _, tr = trace_pair(as_pair(model), (x, *extra))
     return _observed_mean(tr)
 
 
@@ -60,9 +59,7 @@ def latent_codes(
 ) -> LatentCodes | None:
     """The guide's mean (or, without one, its draw) of the model's first latent site; None when
     the model has no latent site (a flow)."""
-    with pyro.validation_enabled(False):
-        guide_tr = poutine.trace(model.guide).get_trace(x, *extra)
-        model_tr = poutine.trace(poutine.replay(model.model, trace=guide_tr)).get_trace(x, *extra)
+    guide_tr, model_tr = trace_pair(as_pair(model), (x, *extra))
     names = latent_sites(model_tr)
     if not names or names[0] not in guide_tr.nodes:
         return None
@@ -79,9 +76,7 @@ def decode(
 ) -> torch.Tensor:
     """E[x | z] for given values ``z`` [G, d] of the latent site ``name``; [G, D]."""
     placeholder = z.new_zeros(z.shape[0], data_dim)
-    conditioned = poutine.condition(model.model, data={name: z})
-    with pyro.validation_enabled(False):
-        tr = poutine.trace(conditioned).get_trace(placeholder, *extra)
+    tr = run_model(as_pair(model), (placeholder, *extra), condition={name: z})
     return _observed_mean(tr, exclude=name)
 
 

@@ -75,7 +75,10 @@ def rebuild_model(rundir: RunDir, config: dict) -> GenerativeModel:
             "__main__), or the file lost them; pass the model, load_run(DIR, model=...)"
         )
     cls, _ = load_model_class(f"{file}:{config['model_class']}", source=source)
-    return build_model(cls, config["data_dim"], **config.get("model_options", {}))
+    # the constructor's first argument as the model was built (recorded by name), else, for
+    # older runs, the data dimension
+    first = config.get("model_first_argument") or {"data_dim": config["data_dim"]}
+    return build_model(cls, next(iter(first.values())), **config.get("model_options", {}))
 
 
 def load_run(run_dir: str | os.PathLike, model: GenerativeModel | None = None) -> Run:
@@ -255,9 +258,7 @@ def evaluate_run(
     lock = rundir.lock("evaluate") if write and distributed.is_main() else contextlib.nullcontext()
     with lock:
         loaded = run if isinstance(run, Run) else load_run(path)
-        bad = non_finite_parameters(
-            loaded.model, loaded.pyro_params, as_pair(loaded.model).scope
-        )
+        bad = non_finite_parameters(loaded.model, loaded.pyro_params, as_pair(loaded.model).scope)
         if bad:
             raise RunDirError(
                 f"the checkpoint of {path} holds non-finite parameters ({', '.join(bad[:5])}): "

@@ -47,6 +47,16 @@ def _plain_options(model: GenerativeModel) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
+def _plain_first(model: GenerativeModel) -> dict[str, Any] | None:
+    """The constructor's first argument by name, where config.json can hold it."""
+    first = dict(getattr(model, "_pyrogen_first_argument", {}) or {})
+    try:
+        json.dumps(first)
+    except TypeError:
+        return None
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in first.items()} or None
+
+
 def describe_run(
     run: RunDir,
     model: GenerativeModel,
@@ -63,6 +73,7 @@ def describe_run(
     info: dict[str, Any] = {
         "model_class": cls.__name__,
         "model_options": _plain_options(model),
+        "model_first_argument": _plain_first(model),
         "data_dim": int(train_x[0].numel()),
         "image_shape": None,
         "num_classes": int(train_y.max()) + 1 if train_y is not None and len(train_y) else None,

@@ -407,7 +407,9 @@ def _probe(
         reparametrized=cls.needs_rsample,
         data_plate=data_plate,
     )
-    objective = make_objective(cfg.objective, cfg.num_particles, info.max_plate_nesting, info.layout)
+    objective = make_objective(
+        cfg.objective, cfg.num_particles, info.max_plate_nesting, info.layout
+    )
     objective.check(info.layout)
     return objective, info.layout, pair.scoped_names(info.params), probe
 

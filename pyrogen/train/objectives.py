@@ -165,14 +165,14 @@ class Objective:
             self.layout = probe(pair, args, {}, per_datapoint=self.per_datapoint)
         return self.layout
 
-    def loss(
-        self, pair: Pair, args: tuple, beta: float = 1.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(self, pair: Pair, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, value), both summed over the batch: ``loss.backward()`` gives the gradient of
         -objective; ``value`` is the objective (detached)."""
         raise NotImplementedError
 
-    def __call__(self, model: Any, args: tuple, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self, model: Any, args: tuple, beta: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pair = as_pair(model)
         with pyro_checks(), pair.scope.active():
             return self.loss(pair, args, beta)
@@ -242,8 +242,8 @@ class _PyroELBO(Objective):
 @register_objective
 class ELBO(_PyroELBO):
     """Pyro's ``Trace_ELBO``; one particle of a reparametrized guide takes a lean path with
-    bitwise the same gradient (:func:`pyrogen.trace.elbo_surrogate`), which keeps Pyro's check of duplicate
-    site names."""
+    bitwise the same gradient (:func:`pyrogen.trace.elbo_surrogate`), which keeps Pyro's check
+    of duplicate site names."""
 
     name = "elbo"
     reports_elbo = True

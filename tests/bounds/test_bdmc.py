@@ -5,8 +5,8 @@ import torch
 from ground_truth import make_ppca, set_diagonal_guide
 
 from pyrogen.bounds.bdmc import bdmc, simulate
-from pyrogen.trace import as_pair
 from pyrogen.errors import ConfigError
+from pyrogen.trace import as_pair
 
 
 def test_simulate_gives_data_and_latents_in_the_chain_layout():

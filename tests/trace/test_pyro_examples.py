@@ -462,9 +462,7 @@ def test_dmm_sequences_with_mask() -> None:
     seqs, mask = _sequences()
     dmm = DMM(input_dim=seqs.shape[-1])
     # the mask [N, T] has the data's rows as its first dim: batched alongside the sequences
-    history = pyrogen.fit(
-        dmm, seqs, epochs=2, batch_size=32, lr=1e-2, seed=0, model_args=(mask,)
-    )
+    history = pyrogen.fit(dmm, seqs, epochs=2, batch_size=32, lr=1e-2, seed=0, model_args=(mask,))
     _check_history(history, 2)
 
     ev = pyrogen.evaluate(dmm, seqs[:3], mask[:3], ks=KS, seed=0)
@@ -506,9 +504,7 @@ class SSVAE(nn.Module):
         with pyro.plate("data", n):
             alpha_prior = xs.new_ones(n, self.y_dim) / self.y_dim
             ys = pyro.sample("y", dist.OneHotCategorical(alpha_prior), obs=ys)
-            zs = pyro.sample(
-                "z", dist.Normal(xs.new_zeros(n, self.z_dim), 1.0).to_event(1)
-            )
+            zs = pyro.sample("z", dist.Normal(xs.new_zeros(n, self.z_dim), 1.0).to_event(1))
             probs = torch.sigmoid(self.decoder(_cat(zs, ys)))
             pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=xs)
 
@@ -540,9 +536,7 @@ class SSVAEModelEnum(SSVAE):
                 obs=ys,
                 infer={"enumerate": "parallel"},
             )
-            zs = pyro.sample(
-                "z", dist.Normal(xs.new_zeros(n, self.z_dim), 1.0).to_event(1)
-            )
+            zs = pyro.sample("z", dist.Normal(xs.new_zeros(n, self.z_dim), 1.0).to_event(1))
             probs = torch.sigmoid(self.decoder(_cat(zs, ys)))
             pyro.sample("x", dist.Bernoulli(probs, validate_args=False).to_event(1), obs=xs)
 
