@@ -22,9 +22,7 @@ class Noise(pyrogen.GenerativeModel):
         self.enc = nn.Linear(data_dim, 1)
 
     def model(self, x: torch.Tensor) -> None:
-        sigma = pyro.param(
-            "sigma", torch.tensor(self.start), constraint=dist.constraints.positive
-        )
+        sigma = pyro.param("sigma", torch.tensor(self.start), constraint=dist.constraints.positive)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(self.dec(z), sigma).to_event(1), obs=x)
@@ -58,7 +56,8 @@ def test_two_models_with_one_param_name_keep_their_own_values(tmp_path):
         def on_train_begin(self, state, config):
             seen["start"] = float(pyro.param("sigma").detach())  # inside b's scope while b trains
 
-    pyrogen.fit(b, x[:50], epochs=1, batch_size=50, lr=1e-9, progress=False, callbacks=[FirstValue()])
+    first = FirstValue()
+    pyrogen.fit(b, x[:50], epochs=1, batch_size=50, lr=1e-9, progress=False, callbacks=[first])
     assert seen["start"] == pytest.approx(0.5)  # b's own start, not a's trained value
     assert sigma_of(a) == trained_a  # training b left a alone
     assert "sigma" not in pyro.get_param_store().keys()  # nothing leaked to the global store
