@@ -25,7 +25,7 @@ few CPU epochs lands well below them.
 
 Usage::
 
-    python benchmarks/fashion_mnist.py --models vae,hvae --epochs 5 --limit 1000 --k 5000
+    python benchmarks/fashion_mnist.py --models vae,hvae_small --epochs 5 --limit 1000 --k 5000
     python benchmarks/fashion_mnist.py --smoke --out /tmp/bench   # seconds: a check, not a result
     python benchmarks/fashion_mnist.py --protocol exemplar --models vae --runs fmnist-runs \
         --stage all --threads 1
@@ -69,12 +69,12 @@ PROTOCOLS = ROOT / "benchmarks" / "protocols"
 __all__ = ["COLUMNS", "IMAGE_MODELS", "main", "run_model"]
 
 #: the zoo's image models, in the order they are run
-IMAGE_MODELS = ("vae", "conv_vae", "hvae", "iaf_vae", "vamp_vae")
+IMAGE_MODELS = ("vae", "conv_vae", "hvae_small", "iaf_vae", "vamp_vae")
 #: tiny sizes for ``--smoke`` (a check that everything runs, in seconds)
 SMOKE_OPTIONS = {
     "vae": dict(latent_dim=4, hidden_dims=(32,)),
     "conv_vae": dict(latent_dim=4, hidden_dims=(32,), channels=(4, 8)),
-    "hvae": dict(latent_dim=8, hidden_dims=(32,), top_latent_dim=4, top_hidden_dims=(16,)),
+    "hvae_small": dict(latent_dim=8, hidden_dims=(32,), top_latent_dim=4, top_hidden_dims=(16,)),
     "iaf_vae": dict(latent_dim=4, hidden_dims=(32,)),
     "vamp_vae": dict(latent_dim=4, hidden_dims=(32,), num_pseudo=10),
 }

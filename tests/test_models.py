@@ -39,7 +39,8 @@ TINY = {
     "VAE": dict(latent_dim=4, hidden_dims=(16,)),
     "PPCA": dict(latent_dim=2),
     "ConvVAE": dict(latent_dim=4, hidden_dims=(16,), channels=(4, 8)),
-    "HVAE": dict(latent_dim=6, hidden_dims=(16,), top_latent_dim=3, top_hidden_dims=(8,)),
+    "HVAE": dict(latent_dim=4, top_latent_dim=3, hidden_dim=16, prior="vampprior", num_pseudo=10),
+    "SmallHVAE": dict(latent_dim=6, hidden_dims=(16,), top_latent_dim=3, top_hidden_dims=(8,)),
     "IAFVAE": dict(latent_dim=4, hidden_dims=(16,), num_flows=2),
     "VampVAE": dict(latent_dim=4, hidden_dims=(16,), num_pseudo=10),
     "Flow": dict(num_flows=2, hidden_dims=(64,)),
@@ -94,7 +95,8 @@ def batch(model: pyrogen.GenerativeModel, digits: pyrogen.Dataset, n: int = 16) 
 
 def test_every_model_file_is_covered() -> None:
     names = {p.stem for p in MODEL_FILES}
-    assert {"vae", "ppca", "conv_vae", "hvae", "iaf_vae", "vamp_vae", "flow", "cvae"} <= names
+    zoo = {"vae", "ppca", "conv_vae", "hvae", "hvae_small", "iaf_vae", "vamp_vae", "flow", "cvae"}
+    assert zoo <= names
 
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=_ids(MODEL_FILES))

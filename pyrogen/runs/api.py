@@ -66,6 +66,11 @@ def rebuild_model(rundir: RunDir, config: dict) -> GenerativeModel:
     for key in ("model_class", "data_dim"):
         if key not in config:
             raise RunDirError(f"{rundir.path / 'config.json'} lacks the setting '{key}'")
+    dim = config["data_dim"]
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+        raise RunDirError(
+            f"{rundir.path / 'config.json'} has data_dim {dim!r}: a positive integer is needed"
+        )
     source = rundir.source(config)
     file = config.get("model_file") or (str(source) if source else None)
     if file is None:
