@@ -51,6 +51,7 @@ __all__ = [
     "load_run",
     "log_weights",
     "param_scope",
+    "pretrained",
     "register_objective",
     "report",
     "summarize",
@@ -67,11 +68,11 @@ def compare(runs: list, out: str | None = None, evaluation: str | None = None) -
 
 def __getattr__(name: str) -> object:
     # `pyrogen.report(runs, out)` is the report package itself, callable (matplotlib loads only
-    # when it is first used)
-    if name == "report":
+    # when it is first used); `pyrogen.pretrained`, the shipped runs, loads on first use as well
+    if name in ("report", "pretrained"):
         import importlib
 
-        return importlib.import_module("pyrogen.report")
+        return importlib.import_module(f"pyrogen.{name}")
     raise AttributeError(f"module 'pyrogen' has no attribute {name!r}")
 
 

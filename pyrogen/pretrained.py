@@ -1,6 +1,7 @@
 """Converged reference runs shipped with pyrogen, loadable by name.
 
-Each lives in ``benchmarks/pretrained/NAME/`` (or ``$PYROGEN_PRETRAINED/NAME/``) as a run
+Each lives in ``benchmarks/pretrained/NAME/`` of the source tree (installed from a wheel:
+``pyrogen/_pretrained/NAME/``, the copy it carries; or ``$PYROGEN_PRETRAINED/NAME/``) as a run
 directory like any other: config.json (how it was trained, under which protocol, and its
 ``pretrained`` description), checkpoint.pt (tensors only: the weights of the best validation
 epoch, no optimizer state) and history.csv (the whole learning curve). ``"pretrained:NAME"``
@@ -21,6 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from pyrogen._shipped import shipped_dir
 from pyrogen.errors import ConfigError
 
 __all__ = ["PREFIX", "available", "describe", "local_copy", "path_of", "pretrained_dir", "resolve"]
@@ -29,9 +31,11 @@ PREFIX = "pretrained:"
 
 
 def pretrained_dir() -> Path:
-    """The folder of the shipped runs: ``$PYROGEN_PRETRAINED`` or ``benchmarks/pretrained/``."""
+    """The folder of the shipped runs: ``$PYROGEN_PRETRAINED``; else, installed from a wheel, the
+    copy it carries (``pyrogen/_pretrained``); else ``benchmarks/pretrained/`` of the source tree
+    beside the package."""
     env = os.environ.get("PYROGEN_PRETRAINED")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "benchmarks" / "pretrained"
+    return Path(env) if env else shipped_dir("_pretrained", "benchmarks/pretrained")
 
 
 def available() -> list[str]:

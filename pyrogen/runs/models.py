@@ -29,9 +29,12 @@ __all__ = [
 
 
 def zoo_dir() -> Path:
-    """The zoo's folder of model files: ``$PYROGEN_MODELS`` or ``models/`` beside the package."""
+    """The zoo's folder of model files: ``$PYROGEN_MODELS``; else, installed from a wheel, the
+    copy it carries (``pyrogen/_zoo``); else ``models/`` of the source tree beside the package."""
+    from pyrogen._shipped import shipped_dir  # not at `import pyrogen`: read when first needed
+
     env = os.environ.get("PYROGEN_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "models"
+    return Path(env) if env else shipped_dir("_zoo", "models")
 
 
 def zoo_models() -> list[str]:
