@@ -113,7 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_eval_options(p)
 
     p = sub.add_parser("evaluate", help="ELBO, IWAE_k and log p(x) per data point for a run")
-    p.add_argument("run")
+    p.add_argument("run", help="a run directory, or pretrained:NAME")
     _add_eval_options(p)
     p.add_argument(
         "--tensorboard",
@@ -139,20 +139,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     # beyond importance sampling (pyrogen.bounds.extra.beyond_is)
     p.add_argument("--ais", action="store_true", help="add AIS estimates of log p(x)")
-    p.add_argument("--chains", type=int, default=16, help="AIS chains per point")
-    p.add_argument("--steps", default="500", help="AIS intermediate distributions T, e.g. 50,500")
-    p.add_argument("--leapfrog", type=int, default=10, help="leapfrog steps per HMC transition")
+    p.add_argument(
+        "--chains", type=int, default=16, help="AIS chains per point (default %(default)s)"
+    )
+    p.add_argument(
+        "--steps",
+        default="500",
+        help="AIS intermediate distributions T, e.g. 50,500 (default %(default)s)",
+    )
+    p.add_argument(
+        "--leapfrog",
+        type=int,
+        default=10,
+        help="leapfrog steps per HMC transition (default %(default)s)",
+    )
     p.add_argument("--gaps", action="store_true", help="add the amortization/approximation gaps")
-    p.add_argument("--gap-steps", type=int, default=300, help="Adam steps fitting the local q*")
+    p.add_argument(
+        "--gap-steps",
+        type=int,
+        default=300,
+        help="Adam steps fitting the local q* (default %(default)s)",
+    )
     p.add_argument("--bdmc", type=int, default=0, metavar="N", help="BDMC on N simulated points")
 
     p = sub.add_parser("compare", help="put evaluated runs side by side")
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="evaluated run directories (or pretrained:NAME)")
     p.add_argument("--out", default=None, help="folder for comparison.csv and comparison.md")
 
     p = sub.add_parser("sample", help="draw new x from a trained model")
-    p.add_argument("run")
-    p.add_argument("-n", "--num", type=int, default=64)
+    p.add_argument("run", help="a run directory, or pretrained:NAME")
+    p.add_argument(
+        "-n", "--num", type=int, default=64, help="how many x to draw (default %(default)s)"
+    )
     p.add_argument(
         "--out",
         default=None,
@@ -168,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=None, help="class to draw (conditional models)")
 
     p = sub.add_parser("report", help="write the HTML/Markdown report of one or more runs")
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="run directories (or pretrained:NAME)")
     p.add_argument(
         "--out",
         default=None,
