@@ -22,6 +22,7 @@ from pyrogen.errors import ContractError
 from pyrogen.trace import (
     Layout,
     as_pair,
+    data_tensor,
     is_deterministic,
     is_subsample,
     probe,
@@ -244,8 +245,8 @@ def check_model(
     )
     for name in layout.latent:
         _check_site(name, guide_tr.nodes[name], model_tr.nodes[name], reparametrized)
+    x = data_tensor(args, kwargs)
     for name in layout.observed:
-        x = next((a for a in args if isinstance(a, torch.Tensor)), None)
         _check_support(name, model_tr.nodes[name], x, all_rows)
     for name in layout.latent + layout.observed:
         _check_batch_dims(name, model_tr.nodes[name])

@@ -64,6 +64,8 @@ __all__ = [
     "Pair",
     "ParamScope",
     "as_pair",
+    "data_rows",
+    "data_tensor",
     "densities",
     "draw",
     "elbo_surrogate",
@@ -101,13 +103,6 @@ def _counts(site: dict) -> bool:
     return not is_subsample(site) and not is_deterministic(site)
 
 
-def _describe(fn: Any) -> str:
-    base = fn
-    while hasattr(base, "base_dist"):
-        base = base.base_dist
-    return type(base).__name__
-
-
 def _duplicate_message(name: str) -> str:
     return (
         f"multiple sample sites named '{name}': each pyro.sample in a model or guide needs its "
@@ -141,7 +136,6 @@ class _Recorder(Messenger):
         self.replay = replay or {}
         self.sites: list[dict] = []
         self.names: set[str] = set()
-        self.params: list[str] = []
 
     def _pyro_sample(self, msg: dict) -> None:
         if msg["is_observed"] or msg["name"] not in self.replay:
@@ -157,9 +151,6 @@ class _Recorder(Messenger):
             raise ContractError(_duplicate_message(msg["name"]))
         self.names.add(msg["name"])
         self.sites.append(msg)
-
-    def _pyro_post_param(self, msg: dict) -> None:
-        self.params.append(msg["name"])
 
     def counted(self) -> list[dict]:
         return [m for m in self.sites if _counts(m)]
@@ -219,9 +210,6 @@ class ParamScope:
             store = pyro.get_param_store()
             return store._params, store._constraints
         return self.state["params"], self.state["constraints"]
-
-    def names(self) -> list[str]:
-        return list(self._live()[0])
 
     def unconstrained(self, names: tuple[str, ...] | list[str]) -> list[torch.Tensor]:
         params = self._live()[0]
@@ -298,18 +286,6 @@ class Pair:
             return type(self.module).__name__
         return getattr(self.model, "__qualname__", getattr(self.model, "__name__", "model"))
 
-    def parameters(self, param_names: tuple[str, ...] = ()) -> list[torch.Tensor]:
-        """Every tensor to train, once each: the module's parameters, then the ``pyro.param``
-        values of the scope not already among them (``pyro.module`` registers the module's own
-        tensors: they come once)."""
-        params = list(self.module.parameters()) if self.module is not None else []
-        seen = {id(p) for p in params}
-        for p in self.scope.unconstrained(param_names):
-            if id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-        return params
-
     def scoped_names(self, param_names: tuple[str, ...]) -> tuple[str, ...]:
         """The ``pyro.param`` names whose tensors are not the module's own (what a checkpoint
         keeps beside the module's state)."""
@@ -370,17 +346,25 @@ def take_rows(args: tuple, kwargs: dict, n: int, rows: Any) -> tuple[tuple, dict
     whose first dimension is N is cut; anything else passes unchanged."""
 
     def cut(a: Any) -> Any:
-        return a[rows] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a
+        return a[rows] if _is_batch(a, n) else a
 
     return tuple(cut(a) for a in args), {k: cut(v) for k, v in kwargs.items()}
 
 
-def data_rows(args: tuple, kwargs: dict) -> int:
-    """N, the rows of the data: the first dimension of the first tensor argument."""
+def data_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The first tensor argument with rows (the data x), or None."""
     for a in (*args, *kwargs.values()):
         if isinstance(a, torch.Tensor) and a.dim():
-            return int(a.shape[0])
-    raise ConfigError("no data: the pair's arguments hold no tensor with rows")
+            return a
+    return None
+
+
+def data_rows(args: tuple, kwargs: dict) -> int:
+    """N, the rows of the data: the first dimension of the first tensor argument."""
+    x = data_tensor(args, kwargs)
+    if x is None:
+        raise ConfigError("no data: the pair's arguments hold no tensor with rows")
+    return int(x.shape[0])
 
 
 def split_pair(first: Any, rest: tuple) -> tuple[Pair, tuple]:
@@ -420,13 +404,6 @@ class Layout:
     value_dims: tuple[tuple[str, int], ...] = field(default=())  # a guide value's own dims
     shared: tuple[str, ...] = ()  # latent sites outside the data plate (training only)
 
-    def batch(self, args: tuple, kwargs: dict, rows: Any) -> tuple[tuple, dict]:
-        """The arguments for the data rows ``rows`` (a slice or an index tensor)."""
-        out = tuple(a[rows] if b else a for a, b in zip(args, self.batched))
-        out = out + tuple(args[len(self.batched) :])
-        kw = {k: (v[rows] if k in self.batched_kwargs else v) for k, v in kwargs.items()}
-        return out, kw
-
     def rows(self, args: tuple, kwargs: dict) -> int:
         """How many data points the arguments hold (the first batched argument's length)."""
         for a, b in zip(args, self.batched):
@@ -440,13 +417,6 @@ class Layout:
 
 def _frames(site: dict) -> list:
     return [f for f in site["cond_indep_stack"] if f.vectorized and f.name != PARTICLE_PLATE]
-
-
-def _batch_size_hint(args: tuple, kwargs: dict) -> int | None:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, torch.Tensor) and a.dim() >= 1:
-            return int(a.shape[0])
-    return None
 
 
 def _find_data_plate(model_tr: poutine.Trace, args: tuple, kwargs: dict, data_plate: str | None):
@@ -480,9 +450,9 @@ def _find_data_plate(model_tr: poutine.Trace, args: tuple, kwargs: dict, data_pl
             f"observed site '{site['name']}' is in no plate: put the data points in a "
             "pyro.plate (any name) so that each keeps its own weight"
         )
-    hint = _batch_size_hint(args, kwargs)
-    if len(around_all) > 1 and hint is not None:
-        sized = [f for f in around_all if (f.full_size or f.size) == hint]
+    x = data_tensor(args, kwargs)
+    if len(around_all) > 1 and x is not None:
+        sized = [f for f in around_all if (f.full_size or f.size) == x.shape[0]]
         around_all = sized or around_all
     if len(around_all) > 1:
         named = [f for f in around_all if f.name == "data"]

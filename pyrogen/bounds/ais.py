@@ -47,7 +47,16 @@ from pyrogen import distributed
 from pyrogen.bounds.estimators import iwae
 from pyrogen.bounds.weights import CHUNK_ELEMENTS, layout_of
 from pyrogen.errors import ConfigError, ContractError
-from pyrogen.trace import Layout, Pair, data_rows, densities, draw, split_pair, take_rows
+from pyrogen.trace import (
+    Layout,
+    Pair,
+    data_rows,
+    data_tensor,
+    densities,
+    draw,
+    split_pair,
+    take_rows,
+)
 
 __all__ = ["AISResult", "ais", "annealing_schedule", "hmc_transition", "pair_log_densities"]
 
@@ -431,7 +440,7 @@ def run_ais(
     n = data_rows(args, kwargs)
     if n == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
-    x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim())
+    x = data_tensor(args, kwargs)
     points, chains = _chunks(n, num_chains, int(x[0].numel()), batch_size)
     layout = layout_of(pair, *take_rows(args, kwargs, n, slice(0, points)))
     pieces = []

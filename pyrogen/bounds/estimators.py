@@ -31,7 +31,7 @@ from pyrogen.bounds import psis
 from pyrogen.bounds.streaming import PoolReducer, khat_buffer_size
 from pyrogen.bounds.weights import iter_log_weights, layout_of
 from pyrogen.errors import ConfigError
-from pyrogen.trace import split_pair, take_rows
+from pyrogen.trace import Layout, data_tensor, split_pair, take_rows
 
 __all__ = [
     "Evaluation",
@@ -246,6 +246,7 @@ def evaluate(
     progress: bool = False,
     seed: int | None = None,
     data_plate: str | None = None,
+    layout: Layout | None = None,
     **kwargs: Any,
 ) -> Evaluation:
     """Evaluates the bounds of a model/guide pair on every row of the data.
@@ -274,6 +275,8 @@ def evaluate(
             process that evaluates the batch. Under torch.distributed the batches are shared
             round-robin across ranks and every rank returns the whole gathered result.
         data_plate: the data plate's name, where two plates have the batch's size.
+        layout: the pair's :class:`~pyrogen.trace.Layout`, where a check already probed it
+            (:func:`pyrogen.check_model`'s ``SiteInfo.layout``); else probed on the first batch.
         **kwargs: keyword arguments of model and guide (batched like ``args``).
 
     Returns:
@@ -285,15 +288,16 @@ def evaluate(
     if num < ks[-1]:
         raise ConfigError(f"num_particles={num} is smaller than the largest k={ks[-1]}")
     pair, args = split_pair(model, args)
-    x = next((a for a in args if isinstance(a, torch.Tensor)), None)
-    if x is None or x.dim() == 0 or x.shape[0] == 0:
+    x = data_tensor(args, kwargs)
+    if x is None or x.shape[0] == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
     n = x.shape[0]
     if batch_size is None:
         batch_size = max(1, min(n, 2**20 // num, 256))
     _check_buffer_fits(num, min(batch_size, n))
-    first, first_kw = take_rows(args, kwargs, n, slice(0, batch_size))
-    layout = layout_of(pair, first, first_kw, data_plate)
+    if layout is None:
+        first, first_kw = take_rows(args, kwargs, n, slice(0, batch_size))
+        layout = layout_of(pair, first, first_kw, data_plate)
     tables = []
     starts = distributed.shard(range(0, n, batch_size))
     if progress and distributed.is_main():

@@ -39,7 +39,7 @@ from pyrogen.bounds.ais import AISResult, _Site, _Target, pair_log_densities
 from pyrogen.bounds.estimators import iwae, pareto_khat
 from pyrogen.bounds.weights import CHUNK_ELEMENTS, layout_of, log_weights
 from pyrogen.errors import ConfigError
-from pyrogen.trace import Layout, Pair, data_rows, split_pair, take_rows
+from pyrogen.trace import Layout, Pair, data_rows, data_tensor, split_pair, take_rows
 
 __all__ = ["Gaps", "LocalGaussian", "inference_gaps"]
 
@@ -215,7 +215,7 @@ def inference_gaps(
     n = data_rows(args, kwargs)
     if n == 0:
         raise ConfigError("nothing to evaluate: the data have no rows")
-    x = next(a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor) and a.dim())
+    x = data_tensor(args, kwargs)
     if eval_particles < 2 or steps < 0 or num_particles < 1:
         raise ConfigError("eval_particles >= 2, steps >= 0 and num_particles >= 1 are needed")
     d = int(x[0].numel())

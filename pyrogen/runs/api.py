@@ -281,7 +281,7 @@ def evaluate_run(
         loaded.model.to(dev)
         x, extra = x.to(dev), tuple(e.to(dev) for e in extra)
         rows = min(x.shape[0], batch_size or 256)  # a real batch of the evaluation's size
-        check_model(
+        info = check_model(
             loaded.model, x[:rows], *(e[:rows] for e in extra), per_datapoint=True, all_rows=x
         )
         seed_everything(seed)
@@ -295,6 +295,7 @@ def evaluate_run(
             batch_size=batch_size,
             progress=progress,
             seed=seed,
+            layout=info.layout,  # the check's probe: not run a second time
         )
         summary = ev.summary.copy()
         summary.insert(0, "split", split)
